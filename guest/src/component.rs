@@ -1,0 +1,124 @@
+//! The WIT glue: translates between the `backendenc:vault` interface and the
+//! plain-Rust [`crate::vault`]. No logic lives here.
+
+use std::cell::RefCell;
+
+use zeroize::Zeroizing;
+
+use crate::error::Error;
+use crate::vault::{InitOptions, Session, TenantStatus, Vault};
+use crate::{GUEST_VAULT_ROOT, envelope, tenant::TenantKey};
+
+wit_bindgen::generate!({ world: "backendenc", path: "../wit" });
+
+use exports::backendenc::vault::vault as wit;
+
+struct Component;
+
+/// The session resource: `None` once locked (the keys are dropped, which
+/// zeroizes them).
+struct SessionResource(RefCell<Option<Session>>);
+
+fn vault() -> Vault {
+    Vault::new(GUEST_VAULT_ROOT)
+}
+
+impl wit::Guest for Component {
+    type Session = SessionResource;
+
+    fn init(user: String, channel: String, passphrase: Vec<u8>, options: wit::InitOptions) -> Result<wit::Session, wit::Error> {
+        let passphrase = Zeroizing::new(passphrase);
+        let options = InitOptions {
+            iterations: options.iterations,
+            insecure_allow_low_iterations_for_testing: options.insecure_allow_low_iterations_for_testing,
+        };
+        let session = vault().init(&user, &channel, &passphrase, options).map_err(to_wit)?;
+        Ok(wit::Session::new(SessionResource(RefCell::new(Some(session)))))
+    }
+
+    fn unlock(user: String, channel: String, passphrase: Vec<u8>) -> Result<wit::Session, wit::Error> {
+        let passphrase = Zeroizing::new(passphrase);
+        let session = vault().unlock(&user, &channel, &passphrase).map_err(to_wit)?;
+        Ok(wit::Session::new(SessionResource(RefCell::new(Some(session)))))
+    }
+
+    fn tenant_key(user: String, channel: String) -> Result<String, wit::Error> {
+        TenantKey::derive(&user, &channel).map(|t| t.to_hex()).map_err(to_wit)
+    }
+
+    fn armor(envelope: Vec<u8>) -> Result<String, wit::Error> {
+        envelope::armor(&envelope).map_err(to_wit)
+    }
+}
+
+impl SessionResource {
+    fn with<T>(&self, f: impl FnOnce(&mut Session) -> crate::Result<T>) -> Result<T, wit::Error> {
+        let mut slot = self.0.borrow_mut();
+        let session = slot.as_mut().ok_or(wit::Error::Locked)?;
+        f(session).map_err(|e| {
+            if e == Error::Locked {
+                // The keyring was re-keyed elsewhere: drop the stale keys now.
+                *slot = None;
+            }
+            to_wit(e)
+        })
+    }
+}
+
+impl wit::GuestSession for SessionResource {
+    fn encrypt(&self, scope: String, plaintext: Vec<u8>, aad: Vec<u8>) -> Result<Vec<u8>, wit::Error> {
+        let plaintext = Zeroizing::new(plaintext);
+        self.with(|s| s.encrypt(&scope, &plaintext, &aad))
+    }
+
+    fn decrypt(&self, scope: String, envelope: Vec<u8>, aad: Vec<u8>) -> Result<Vec<u8>, wit::Error> {
+        // The plaintext leaves as a plain Vec: the canonical ABI copies it out
+        // and frees it; it is the caller's data from here on.
+        self.with(|s| s.decrypt(&scope, &envelope, &aad).map(|p| p.to_vec()))
+    }
+
+    fn status(&self) -> Result<wit::TenantStatus, wit::Error> {
+        self.with(|s| Ok(status_to_wit(s.status())))
+    }
+
+    fn lock(&self) {
+        self.0.borrow_mut().take();
+    }
+}
+
+fn status_to_wit(s: TenantStatus) -> wit::TenantStatus {
+    wit::TenantStatus {
+        tenant_key: s.tenant_key,
+        format_version: s.format_version,
+        kdf: s.kdf.to_owned(),
+        iterations: s.iterations,
+        generation: s.generation,
+        kek_version: s.kek_version,
+        scopes: s
+            .scopes
+            .into_iter()
+            .map(|sc| wit::ScopeInfo {
+                name: sc.name,
+                current_version: sc.current_version,
+                min_decryption_version: sc.min_decryption_version,
+                versions: sc.versions,
+            })
+            .collect(),
+    }
+}
+
+fn to_wit(e: Error) -> wit::Error {
+    match e {
+        Error::NotInitialized => wit::Error::NotInitialized,
+        Error::AlreadyInitialized => wit::Error::AlreadyInitialized,
+        Error::BadPassphrase => wit::Error::BadPassphrase,
+        Error::Integrity(m) => wit::Error::Integrity(m),
+        Error::UnknownScope(s) => wit::Error::UnknownScope(s),
+        Error::Busy(m) => wit::Error::Busy(m),
+        Error::Storage(m) => wit::Error::Storage(m),
+        Error::InvalidArgument(m) => wit::Error::InvalidArgument(m),
+        Error::Locked => wit::Error::Locked,
+    }
+}
+
+export!(Component);

@@ -1,0 +1,31 @@
+//! backendenc's key hierarchy: the code that runs inside the WebAssembly
+//! component. Every module here is plain Rust that also builds and tests
+//! natively; only [`component`] (wasm32 only) speaks WIT.
+//!
+//! ```text
+//! passphrase ──PBKDF2-HMAC-SHA256──▶ MK ──AES-256-GCM──▶ KEK ──AES-256-GCM──▶ DEK ──XAES-256-GCM──▶ data
+//! ```
+//! **Keys never leave the component. A KEK only ever encrypts other keys.**
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod aad;
+pub mod envelope;
+pub mod error;
+pub mod kdf;
+pub mod keyring;
+pub mod keys;
+pub mod storage;
+pub mod tenant;
+pub mod vault;
+
+// The WIT glue: generated bindings use `unsafe`; nothing else may.
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code, missing_docs)]
+mod component;
+
+pub use error::{Error, Result};
+pub use vault::{InitOptions, Session, TenantStatus, Vault};
+
+/// Where the component expects the vault directory (a WASI preopen).
+pub const GUEST_VAULT_ROOT: &str = "/vault";

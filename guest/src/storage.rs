@@ -1,0 +1,166 @@
+//! The tenant directory on disk: reading the keyring, the writer lock, and
+//! atomic replacement (write temp, fsync, rename over, fsync directory).
+//!
+//! Writers first create `keyring.lock` with exclusive create (git's
+//! `index.lock` protocol). A lock left by a crashed writer is never broken
+//! silently: the error names the file so an operator can remove it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::keyring::MAX_FILE_LEN;
+
+/// File name of the keyring inside the tenant directory.
+pub const KEYRING_FILE: &str = "keyring";
+/// File name of the writer lock.
+pub const LOCK_FILE: &str = "keyring.lock";
+/// Temporary file a new keyring is written to before the rename.
+pub const TEMP_FILE: &str = "keyring.tmp";
+
+/// One tenant's directory.
+#[derive(Clone, Debug)]
+pub struct TenantDir {
+    dir: PathBuf,
+}
+
+impl TenantDir {
+    /// The directory at `dir` (which need not exist yet).
+    pub fn new(dir: PathBuf) -> Self {
+        TenantDir { dir }
+    }
+
+    /// The directory path.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the directory (and parents) if missing.
+    pub fn create(&self) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io("create directory", &self.dir, e))
+    }
+
+    /// Reads the keyring file; `None` if there is none.
+    pub fn read_keyring(&self) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join(KEYRING_FILE);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_LEN + 1).read_to_end(&mut bytes).map_err(|e| Error::io("read", &path, e))?;
+        if bytes.len() as u64 > MAX_FILE_LEN {
+            return Err(Error::integrity(format!("{} is larger than {MAX_FILE_LEN} bytes", path.display())));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Takes the writer lock, or fails with `Busy` naming the lock file.
+    pub fn lock(&self) -> Result<WriterLock> {
+        let path = self.dir.join(LOCK_FILE);
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(_) => Ok(WriterLock { path }),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::Busy(format!(
+                "{} exists: another writer is active, or one crashed; remove the file if no backendenc process is running",
+                path.display()
+            ))),
+            Err(e) => Err(Error::io("create lock file", &path, e)),
+        }
+    }
+
+    /// Atomically replaces the keyring with `bytes`. Requires the lock.
+    pub fn replace_keyring(&self, _lock: &WriterLock, bytes: &[u8]) -> Result<()> {
+        let tmp = self.dir.join(TEMP_FILE);
+        let dst = self.dir.join(KEYRING_FILE);
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("write", &tmp, e));
+        }
+        if let Err(e) = fs::rename(&tmp, &dst) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("rename into place", &dst, e));
+        }
+        sync_dir(&self.dir)
+    }
+}
+
+/// fsync of the directory makes the rename durable. Where the platform
+/// cannot open a directory as a file (some WASI hosts), the rename's own
+/// ordering is all there is; that is not an error.
+fn sync_dir(dir: &Path) -> Result<()> {
+    match File::open(dir) {
+        Ok(d) => match d.sync_all() {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::PermissionDenied | ErrorKind::InvalidInput) => Ok(()),
+            Err(e) => Err(Error::io("sync directory", dir, e)),
+        },
+        Err(_) => Ok(()),
+    }
+}
+
+/// Held while a writer updates the keyring; removes the lock file on drop.
+#[derive(Debug)]
+pub struct WriterLock {
+    path: PathBuf,
+}
+
+impl WriterLock {
+    /// Releases the lock, reporting a failure to remove the file.
+    pub fn release(self) -> Result<()> {
+        let path = self.path.clone();
+        std::mem::forget(self);
+        fs::remove_file(&path).map_err(|e| Error::io("remove lock file", &path, e))
+    }
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir() -> PathBuf {
+        let mut name = [0u8; 8];
+        crate::keys::fill_random(&mut name).unwrap();
+        let p = std::env::temp_dir().join(format!("bkenc-storage-{}", name.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        p
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_released() {
+        let d = TenantDir::new(tempdir());
+        d.create().unwrap();
+        let l = d.lock().unwrap();
+        let err = d.lock().unwrap_err();
+        assert!(matches!(&err, Error::Busy(m) if m.contains(LOCK_FILE)), "{err}");
+        l.release().unwrap();
+        drop(d.lock().unwrap());
+        d.lock().unwrap().release().unwrap();
+        fs::remove_dir_all(d.path()).unwrap();
+    }
+
+    #[test]
+    fn replace_is_whole_and_leaves_no_temp() {
+        let d = TenantDir::new(tempdir());
+        d.create().unwrap();
+        assert_eq!(d.read_keyring().unwrap(), None);
+        let l = d.lock().unwrap();
+        d.replace_keyring(&l, b"one").unwrap();
+        d.replace_keyring(&l, b"two!").unwrap();
+        l.release().unwrap();
+        assert_eq!(d.read_keyring().unwrap().unwrap(), b"two!");
+        assert!(!d.path().join(TEMP_FILE).exists());
+        fs::remove_dir_all(d.path()).unwrap();
+    }
+}

@@ -1,0 +1,177 @@
+//! What the CLI reads and writes: passphrases, input, atomically replaced
+//! output, and its one-line errors with distinct exit codes.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+/// Environment variable holding the passphrase (for scripts).
+pub const PASSPHRASE_ENV: &str = "BACKENDENC_PASSPHRASE";
+
+/// A CLI failure: a library error or a message. Displayed as one line.
+#[derive(Debug)]
+pub enum CliError {
+    /// From the library.
+    Vault(backendenc::Error),
+    /// From the CLI itself (I/O, arguments, prompts).
+    Message(String),
+}
+
+impl CliError {
+    pub fn msg(m: impl Into<String>) -> Self {
+        CliError::Message(m.into())
+    }
+
+    /// 3: wrong passphrase; 4: integrity failure; 1: anything else
+    /// (2 is clap's usage error).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Vault(backendenc::Error::BadPassphrase) => 3,
+            CliError::Vault(backendenc::Error::Integrity(_)) => 4,
+            _ => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Vault(e) => write!(f, "{e}"),
+            CliError::Message(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<backendenc::Error> for CliError {
+    fn from(e: backendenc::Error) -> Self {
+        CliError::Vault(e)
+    }
+}
+
+/// Where passphrases come from: `--passphrase-file`, else
+/// `$BACKENDENC_PASSPHRASE`, else a no-echo prompt on the terminal.
+pub struct Passphrases<'a> {
+    file: Option<&'a Path>,
+}
+
+impl<'a> Passphrases<'a> {
+    pub fn new(file: Option<&'a Path>) -> Self {
+        Passphrases { file }
+    }
+
+    /// The passphrase of an existing tenant.
+    pub fn passphrase(&self, user: &str, channel: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
+        if let Some(p) = self.non_interactive()? {
+            return Ok(p);
+        }
+        prompt(&format!("Passphrase for {user}/{channel}: "))
+    }
+
+    /// A new passphrase: asked twice on a terminal.
+    pub fn new_passphrase(&self, user: &str, channel: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
+        if let Some(p) = self.non_interactive()? {
+            return Ok(p);
+        }
+        let first = prompt(&format!("New passphrase for {user}/{channel}: "))?;
+        let second = prompt("Repeat the passphrase: ")?;
+        if first != second {
+            return Err(CliError::msg("the two passphrases differ; nothing was changed"));
+        }
+        Ok(first)
+    }
+
+    fn non_interactive(&self) -> Result<Option<Zeroizing<Vec<u8>>>, CliError> {
+        if let Some(path) = self.file {
+            let mut bytes = Zeroizing::new(
+                std::fs::read(path).map_err(|e| CliError::msg(format!("cannot read passphrase file {}: {e}", path.display())))?,
+            );
+            strip_one_newline(&mut bytes);
+            return Ok(Some(bytes));
+        }
+        #[cfg(unix)]
+        if let Some(v) = std::env::var_os(PASSPHRASE_ENV) {
+            use std::os::unix::ffi::OsStringExt;
+            return Ok(Some(Zeroizing::new(v.into_vec())));
+        }
+        #[cfg(not(unix))]
+        if let Some(v) = std::env::var_os(PASSPHRASE_ENV) {
+            let s = v.into_string().map_err(|_| CliError::msg(format!("{PASSPHRASE_ENV} is not valid Unicode")))?;
+            return Ok(Some(Zeroizing::new(s.into_bytes())));
+        }
+        Ok(None)
+    }
+}
+
+fn strip_one_newline(bytes: &mut Zeroizing<Vec<u8>>) {
+    let drop = if bytes.ends_with(b"\r\n") { 2 } else { usize::from(bytes.ends_with(b"\n")) };
+    let keep = bytes.len() - drop;
+    bytes.truncate(keep);
+}
+
+fn prompt(text: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    rpassword::prompt_password(text).map(|s| Zeroizing::new(s.into_bytes())).map_err(|_| {
+        CliError::msg(format!("no passphrase: use --passphrase-file, set {PASSPHRASE_ENV}, or run on a terminal"))
+    })
+}
+
+/// A file or stdin.
+pub struct Input<'a> {
+    path: Option<&'a Path>,
+}
+
+impl<'a> Input<'a> {
+    pub fn new(path: Option<&'a Path>) -> Self {
+        Input { path: path.filter(|p| *p != Path::new("-")) }
+    }
+
+    pub fn read_all(&self) -> Result<Zeroizing<Vec<u8>>, CliError> {
+        let mut buf = Zeroizing::new(Vec::new());
+        match self.path {
+            Some(p) => std::fs::File::open(p)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .map_err(|e| CliError::msg(format!("cannot read {}: {e}", p.display())))?,
+            None => std::io::stdin().lock().read_to_end(&mut buf).map_err(|e| CliError::msg(format!("cannot read stdin: {e}")))?,
+        };
+        Ok(buf)
+    }
+}
+
+/// A file (replaced atomically, mode 0600, only once all bytes are known)
+/// or stdout.
+pub struct Output {
+    path: Option<PathBuf>,
+}
+
+impl Output {
+    /// Refuses binary output to a terminal up front, before any work.
+    pub fn new(path: Option<&Path>, binary: bool) -> Result<Self, CliError> {
+        let path = path.filter(|p| *p != Path::new("-")).map(Path::to_path_buf);
+        if path.is_none() && binary && std::io::stdout().is_terminal() {
+            return Err(CliError::msg("refusing to write a binary envelope to a terminal; use --armor or -o FILE"));
+        }
+        Ok(Output { path })
+    }
+
+    pub fn write(&self, bytes: &[u8]) -> Result<(), CliError> {
+        match &self.path {
+            None => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| CliError::msg(format!("cannot write stdout: {e}")))
+            }
+            Some(path) => write_atomically(path, bytes).map_err(|e| CliError::msg(format!("cannot write {}: {e}", path.display()))),
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

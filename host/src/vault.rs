@@ -1,0 +1,410 @@
+//! The host's vault: one sandboxed component instance per unlocked tenant,
+//! each with its own `Store` (own linear memory), only its own directory
+//! preopened, a memory limit and a per-call CPU bound.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use backendenc_guest::tenant::TenantKey;
+use backendenc_guest::{GUEST_VAULT_ROOT, InitOptions};
+use serde::Serialize;
+use wasmtime::component::ResourceAny;
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtxBuilder};
+use zeroize::Zeroizing;
+
+use crate::bindings::Backendenc;
+use crate::bindings::exports::backendenc::vault::vault as wit;
+use crate::error::{Error, Result};
+use crate::runtime::{EPOCH_TICK, Runtime};
+use crate::state::State;
+
+/// How a vault runs its tenants' instances.
+#[derive(Clone, Debug)]
+pub struct VaultOptions {
+    /// Lock a session after this long without a call (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Most linear memory one tenant's instance may use.
+    pub memory_limit: usize,
+    /// Longest one call into the component may run before it is interrupted.
+    pub call_timeout: Duration,
+}
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        VaultOptions {
+            idle_timeout: Some(Duration::from_secs(15 * 60)),
+            memory_limit: 256 * 1024 * 1024,
+            call_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A vault directory. `Send + Sync` and cheap to clone; holds at most one
+/// unlocked session per tenant.
+#[derive(Clone)]
+pub struct Vault {
+    inner: Arc<VaultInner>,
+}
+
+struct VaultInner {
+    runtime: Runtime,
+    root: PathBuf,
+    root_dir: cap_std::fs::Dir,
+    options: VaultOptions,
+    sessions: Mutex<HashMap<TenantKey, Session>>,
+}
+
+/// What `status` reports. No secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TenantStatus {
+    /// Hex tenant key (the tenant's directory name).
+    pub tenant_key: String,
+    /// Keyring format version.
+    pub format_version: u16,
+    /// Key-derivation function.
+    pub kdf: String,
+    /// PBKDF2 iterations.
+    pub iterations: u32,
+    /// Count of committed keyring writes.
+    pub generation: u64,
+    /// KEK version.
+    pub kek_version: u32,
+    /// Scopes with their key versions.
+    pub scopes: Vec<ScopeStatus>,
+}
+
+/// One scope in [`TenantStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScopeStatus {
+    /// Scope name.
+    pub name: String,
+    /// Version `encrypt` uses.
+    pub current_version: u32,
+    /// Lowest version that decrypts.
+    pub min_decryption_version: u32,
+    /// Every version held.
+    pub versions: Vec<u32>,
+}
+
+impl Vault {
+    /// Opens (creating, mode 0700, if missing) the vault at `path` with the
+    /// shared runtime and default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Vault> {
+        Vault::open_with(path, Runtime::shared()?, VaultOptions::default())
+    }
+
+    /// Opens the vault at `path` with an explicit runtime and options.
+    pub fn open_with(path: impl AsRef<Path>, runtime: Runtime, options: VaultOptions) -> Result<Vault> {
+        let path = path.as_ref();
+        create_private_dir(path)?;
+        let root = path.canonicalize().map_err(|e| Error::io("resolve", path, e))?;
+        let root_dir = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority())
+            .map_err(|e| Error::io("open vault directory", &root, e))?;
+        create_private_dir(&root.join("tenants"))?;
+        let inner = Arc::new(VaultInner { runtime, root, root_dir, options, sessions: Mutex::new(HashMap::new()) });
+        if let Some(idle) = inner.options.idle_timeout {
+            start_idle_reaper(Arc::downgrade(&inner), idle);
+        }
+        Ok(Vault { inner })
+    }
+
+    /// The vault's root directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Enrols (user, channel) under `passphrase` and returns its session.
+    pub fn init(&self, user: &str, channel: &str, passphrase: &[u8], options: InitOptions) -> Result<Session> {
+        let tenant = TenantKey::derive(user, channel)?;
+        let rel = tenant.relative_dir();
+        let created = !self.inner.root_dir.exists(&rel);
+        if created {
+            create_private_dir(&self.inner.root.join(&rel))?;
+        }
+        let opts = wit::InitOptions {
+            iterations: options.iterations,
+            insecure_allow_low_iterations_for_testing: options.insecure_allow_low_iterations_for_testing,
+        };
+        let result = self.open_session(tenant, |b, store| b.backendenc_vault_vault().call_init(store, user, channel, passphrase, opts));
+        if result.is_err() && created {
+            // Leave nothing behind for a failed enrolment (only removes an empty dir).
+            let _ = self.inner.root_dir.remove_dir(&rel);
+        }
+        result
+    }
+
+    /// Unlocks (user, channel). Replaces (and locks) any session the vault
+    /// already held for that tenant.
+    pub fn unlock(&self, user: &str, channel: &str, passphrase: &[u8]) -> Result<Session> {
+        let tenant = TenantKey::derive(user, channel)?;
+        if !self.inner.root_dir.exists(tenant.relative_dir().join(backendenc_guest::storage::KEYRING_FILE)) {
+            return Err(Error::NotInitialized);
+        }
+        self.open_session(tenant, |b, store| b.backendenc_vault_vault().call_unlock(store, user, channel, passphrase))
+    }
+
+    /// The unlocked session of (user, channel), if there is one.
+    pub fn session(&self, user: &str, channel: &str) -> Result<Option<Session>> {
+        let tenant = TenantKey::derive(user, channel)?;
+        Ok(self.sessions().get(&tenant).filter(|s| !s.is_locked()).cloned())
+    }
+
+    /// Locks every session of this vault.
+    pub fn lock_all(&self) {
+        let drained: Vec<Session> = self.sessions().drain().map(|(_, s)| s).collect();
+        drained.iter().for_each(Session::lock);
+    }
+
+    /// The hex tenant key (directory name) of (user, channel).
+    pub fn tenant_key(user: &str, channel: &str) -> Result<String> {
+        Ok(TenantKey::derive(user, channel)?.to_hex())
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<TenantKey, Session>> {
+        self.inner.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn open_session(
+        &self,
+        tenant: TenantKey,
+        call: impl FnOnce(&Backendenc, &mut Store<State>) -> wasmtime::Result<Result<ResourceAny, wit::Error>>,
+    ) -> Result<Session> {
+        let (mut store, bindings) = self.instantiate(&tenant)?;
+        let timeout = self.inner.options.call_timeout;
+        store.set_epoch_deadline(epoch_ticks(timeout));
+        let handle = match call(&bindings, &mut store) {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return Err(from_wit(e)),
+            Err(trap) => return Err(classify_trap(trap, timeout)),
+        };
+        let session = Session {
+            inner: Arc::new(SessionInner {
+                tenant,
+                slot: Mutex::new(Some(Slot { store, bindings, handle })),
+                last_used: Mutex::new(Instant::now()),
+                call_timeout: timeout,
+            }),
+        };
+        if let Some(previous) = self.sessions().insert(tenant, session.clone()) {
+            previous.lock();
+        }
+        Ok(session)
+    }
+
+    /// A fresh instance whose only preopen is the tenant's own directory.
+    fn instantiate(&self, tenant: &TenantKey) -> Result<(Store<State>, Backendenc)> {
+        let rel = tenant.relative_dir();
+        let meta = self.inner.root_dir.symlink_metadata(&rel).map_err(|e| Error::io("open tenant directory", &rel, e))?;
+        if !meta.is_dir() {
+            return Err(Error::Storage(format!("{} is not a directory", self.inner.root.join(&rel).display())));
+        }
+        let host_dir = self.inner.root.join(&rel);
+        let guest_dir = format!("{GUEST_VAULT_ROOT}/tenants/{}", tenant.to_hex());
+        let wasi = WasiCtxBuilder::new()
+            .allow_blocking_current_thread(true)
+            .preopened_dir(&host_dir, &guest_dir, FsPerms::ReadWrite)
+            .map_err(|e| Error::runtime("cannot preopen the tenant directory", e))?
+            .build();
+        let limits = StoreLimitsBuilder::new().memory_size(self.inner.options.memory_limit).instances(16).build();
+        let engine = self.inner.runtime.engine();
+        let mut store = Store::new(engine, State { wasi, table: ResourceTable::new(), limits });
+        store.limiter(State::limiter);
+        store.set_epoch_deadline(epoch_ticks(self.inner.options.call_timeout));
+        let bindings = self
+            .inner
+            .runtime
+            .pre()
+            .instantiate(&mut store)
+            .map_err(|e| Error::runtime("cannot instantiate the vault component", format!("{e:#}")))?;
+        Ok((store, bindings))
+    }
+}
+
+/// An unlocked tenant. Clone it freely: clones share one instance, and
+/// calls on one tenant are serialised while different tenants run in
+/// parallel. Locking (or dropping the last clone) zeroizes the keys and
+/// frees the instance.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+struct SessionInner {
+    tenant: TenantKey,
+    slot: Mutex<Option<Slot>>,
+    last_used: Mutex<Instant>,
+    call_timeout: Duration,
+}
+
+struct Slot {
+    store: Store<State>,
+    bindings: Backendenc,
+    handle: ResourceAny,
+}
+
+impl Slot {
+    /// Asks the guest to zeroize, then frees the instance with its memory.
+    fn close(mut self) {
+        let (store, handle) = (&mut self.store, self.handle);
+        let _ = self.bindings.backendenc_vault_vault().session().call_lock(&mut *store, handle);
+        let _ = handle.resource_drop(&mut *store);
+    }
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+            slot.close();
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("tenant", &self.inner.tenant).field("locked", &self.is_locked()).finish()
+    }
+}
+
+impl Session {
+    /// Encrypts under the scope's current key; returns a binary envelope.
+    pub fn encrypt(&self, scope: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        self.call(|s, store, h| s.call_encrypt(store, h, scope, plaintext, aad))
+    }
+
+    /// Decrypts a binary or armored envelope.
+    pub fn decrypt(&self, scope: &str, envelope: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        self.call(|s, store, h| s.call_decrypt(store, h, scope, envelope, aad)).map(Zeroizing::new)
+    }
+
+    /// The tenant's keyring status.
+    pub fn status(&self) -> Result<TenantStatus> {
+        let s = self.call(|s, store, h| s.call_status(store, h))?;
+        Ok(TenantStatus {
+            tenant_key: s.tenant_key,
+            format_version: s.format_version,
+            kdf: s.kdf,
+            iterations: s.iterations,
+            generation: s.generation,
+            kek_version: s.kek_version,
+            scopes: s
+                .scopes
+                .into_iter()
+                .map(|sc| ScopeStatus {
+                    name: sc.name,
+                    current_version: sc.current_version,
+                    min_decryption_version: sc.min_decryption_version,
+                    versions: sc.versions,
+                })
+                .collect(),
+        })
+    }
+
+    /// Zeroizes the keys and frees the instance. Later calls fail with `Locked`.
+    pub fn lock(&self) {
+        if let Some(slot) = self.slot().take() {
+            slot.close();
+        }
+    }
+
+    /// Whether the session has been locked.
+    pub fn is_locked(&self) -> bool {
+        self.slot().is_none()
+    }
+
+    /// Hex tenant key of this session.
+    pub fn tenant_key(&self) -> String {
+        self.inner.tenant.to_hex()
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<Slot>> {
+        self.inner.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.inner.last_used.lock().unwrap_or_else(PoisonError::into_inner).elapsed()
+    }
+
+    fn call<T>(
+        &self,
+        f: impl FnOnce(wit::GuestSession<'_>, &mut Store<State>, ResourceAny) -> wasmtime::Result<Result<T, wit::Error>>,
+    ) -> Result<T> {
+        let mut guard = self.slot();
+        let slot = guard.as_mut().ok_or(Error::Locked)?;
+        *self.inner.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        slot.store.set_epoch_deadline(epoch_ticks(self.inner.call_timeout));
+        let Slot { store, bindings, handle } = slot;
+        match f(bindings.backendenc_vault_vault().session(), store, *handle) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(wit::Error::Locked)) => {
+                guard.take().map(Slot::close);
+                Err(Error::Locked)
+            }
+            Ok(Err(e)) => Err(from_wit(e)),
+            Err(trap) => {
+                // A trapped instance cannot be trusted to continue: drop it.
+                drop(guard.take());
+                Err(classify_trap(trap, self.inner.call_timeout))
+            }
+        }
+    }
+}
+
+fn epoch_ticks(timeout: Duration) -> u64 {
+    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
+fn classify_trap(e: wasmtime::Error, timeout: Duration) -> Error {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Error::Timeout(timeout.as_secs()),
+        _ => Error::Runtime(format!("{e:#}").replace('\n', " ")),
+    }
+}
+
+pub(crate) fn from_wit(e: wit::Error) -> Error {
+    match e {
+        wit::Error::NotInitialized => Error::NotInitialized,
+        wit::Error::AlreadyInitialized => Error::AlreadyInitialized,
+        wit::Error::BadPassphrase => Error::BadPassphrase,
+        wit::Error::Integrity(m) => Error::Integrity(m),
+        wit::Error::UnknownScope(s) => Error::UnknownScope(s),
+        wit::Error::Busy(m) => Error::Busy(m),
+        wit::Error::Storage(m) => Error::Storage(m),
+        wit::Error::InvalidArgument(m) => Error::InvalidArgument(m),
+        wit::Error::Locked => Error::Locked,
+    }
+}
+
+/// Locks sessions idle longer than `idle`; ends with the vault.
+fn start_idle_reaper(vault: Weak<VaultInner>, idle: Duration) {
+    let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    std::thread::Builder::new()
+        .name("backendenc-idle-lock".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                let Some(inner) = vault.upgrade() else { return };
+                let expired: Vec<Session> = {
+                    let mut map = inner.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+                    let keys: Vec<TenantKey> =
+                        map.iter().filter(|(_, s)| s.is_locked() || s.idle_for() >= idle).map(|(k, _)| *k).collect();
+                    keys.iter().filter_map(|k| map.remove(k)).collect()
+                };
+                expired.iter().for_each(Session::lock);
+            }
+        })
+        .expect("spawning the idle-lock thread");
+}
+
+#[cfg(unix)]
+fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|e| Error::io("create directory", path, e))
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))
+}
