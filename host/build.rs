@@ -1,5 +1,7 @@
 //! Builds the guest (`backendenc-guest`) for `wasm32-wasip2` with simd128 and
-//! hands its path to the host crate as `BACKENDENC_GUEST_WASM`.
+//! hands its path to the host crate as `BACKENDENC_GUEST_WASM`. It also
+//! builds the test-only probe component (`tests/probe`, a few KiB) whose
+//! path the sandbox tests read from `BACKENDENC_TEST_PROBE_WASM`.
 //!
 //! The guest gets its own target dir under `OUT_DIR` and none of the host's
 //! RUSTFLAGS. If the wasm32-wasip2 target is missing, it is installed with
@@ -16,15 +18,8 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("host/ lives in the workspace").to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock", "Cargo.toml"] {
+    for watched in ["guest/src", "guest/Cargo.toml", "tests/probe", "wit", "Cargo.lock", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
-    }
-    println!("cargo:rerun-if-env-changed=BACKENDENC_GUEST_WASM_OVERRIDE");
-
-    // An already-built component may be supplied (e.g. by a packager).
-    if let Some(path) = env::var_os("BACKENDENC_GUEST_WASM_OVERRIDE") {
-        println!("cargo:rustc-env=BACKENDENC_GUEST_WASM={}", PathBuf::from(path).display());
-        return;
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -34,7 +29,7 @@ fn main() {
     let target_dir = out_dir.join("guest-target");
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&workspace)
-        .args(["build", "--release", "--locked", "-p", "backendenc-guest", "--target", TARGET])
+        .args(["build", "--release", "--locked", "-p", "backendenc-guest", "-p", "backendenc-probe", "--target", TARGET])
         .arg("--target-dir")
         .arg(&target_dir);
     // The guest must not inherit the host build's flags or wrappers.
@@ -59,6 +54,9 @@ fn main() {
         fail(&format!("the guest build produced no {}", wasm.display()));
     }
     println!("cargo:rustc-env=BACKENDENC_GUEST_WASM={}", wasm.display());
+    // A hostile stand-in component, for the sandbox tests only.
+    let probe = target_dir.join(TARGET).join("release").join("backendenc_probe.wasm");
+    println!("cargo:rustc-env=BACKENDENC_TEST_PROBE_WASM={}", probe.display());
 }
 
 /// Makes sure the standard library for wasm32-wasip2 is installed.

@@ -48,13 +48,13 @@ pub struct Envelope<'a> {
 impl<'a> Envelope<'a> {
     /// Parses a binary envelope; any malformation is an integrity error.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        if !bytes.starts_with(MAGIC) {
+            return Err(Error::integrity("not a backendenc envelope (bad magic)"));
+        }
         if bytes.len() < MIN_LEN {
             return Err(Error::integrity(format!("envelope is {} bytes; the shortest is {MIN_LEN}", bytes.len())));
         }
         let (header, sealed) = bytes.split_at(HEADER_LEN);
-        if &header[0..4] != MAGIC {
-            return Err(Error::integrity("not a backendenc envelope (bad magic)"));
-        }
         if header[4] != FORMAT_VERSION {
             return Err(Error::integrity(format!("unsupported envelope format version {}", header[4])));
         }

@@ -38,7 +38,8 @@ macro_rules! secret_key {
         pub struct $name(Box<[u8; KEY_LEN]>);
 
         impl $name {
-            pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+            /// Takes ownership of key bytes (the caller's copy is zeroized).
+            pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
                 let mut b = bytes;
                 let key = $name(Box::new(b));
                 b.zeroize();

@@ -50,8 +50,14 @@ impl Runtime {
     /// A runtime whose compiled component is cached in `cache_dir` (`None`:
     /// compile in memory every time).
     pub fn new(cache_dir: Option<&Path>) -> Result<Runtime> {
+        Runtime::with_component(GUEST_WASM, cache_dir)
+    }
+
+    /// A runtime for another build of the vault component, run under the
+    /// same sandbox: for auditing a component, and for the sandbox tests.
+    pub fn with_component(wasm: &[u8], cache_dir: Option<&Path>) -> Result<Runtime> {
         let engine = new_engine()?;
-        let component = load_component(&engine, GUEST_WASM, cache_dir)?;
+        let component = load_component(&engine, wasm, cache_dir)?;
         let linker = sandbox_linker(&engine)?;
         let instance_pre = linker
             .instantiate_pre(&component)

@@ -1,0 +1,70 @@
+//! A hostile stand-in for the vault component, used only by the sandbox
+//! tests. Its `init` takes a list of probes in the passphrase (one per line:
+//! `read PATH`, `list PATH`, `write PATH`, `env`, `args`, `stdin`) and
+//! reports what each one reached, as the message of a `storage` error.
+#![cfg(target_arch = "wasm32")]
+
+wit_bindgen::generate!({ world: "backendenc", path: "../../wit" });
+
+use exports::backendenc::vault::vault::{Error, Guest, GuestSession, InitOptions, Session, TenantStatus};
+
+struct Probe;
+struct NoSession;
+
+fn probe(line: &str) -> String {
+    let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
+    let outcome = match verb {
+        "read" => std::fs::read(arg).map(|b| format!("ok {} bytes", b.len())),
+        "list" => std::fs::read_dir(arg).map(|d| format!("ok {} entries", d.count())),
+        "write" => std::fs::write(arg, b"pwned").map(|()| "ok written".to_owned()),
+        "env" => Ok(format!("ok {} vars", std::env::vars_os().count())),
+        "args" => Ok(format!("ok {} args", std::env::args_os().count())),
+        "stdin" => {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map(|n| format!("ok {n} bytes"))
+        }
+        _ => Ok("unknown probe".to_owned()),
+    };
+    match outcome {
+        Ok(s) => format!("{line} => {s}"),
+        Err(e) => format!("{line} => denied ({:?})", e.kind()),
+    }
+}
+
+impl Guest for Probe {
+    type Session = NoSession;
+
+    fn init(_user: String, _channel: String, passphrase: Vec<u8>, _options: InitOptions) -> Result<Session, Error> {
+        let script = String::from_utf8(passphrase).unwrap_or_default();
+        let report: Vec<String> = script.lines().map(probe).collect();
+        Err(Error::Storage(report.join("\n")))
+    }
+
+    fn unlock(_user: String, _channel: String, _passphrase: Vec<u8>) -> Result<Session, Error> {
+        Err(Error::NotInitialized)
+    }
+
+    fn tenant_key(_user: String, _channel: String) -> Result<String, Error> {
+        Err(Error::InvalidArgument("probe".into()))
+    }
+
+    fn armor(_envelope: Vec<u8>) -> Result<String, Error> {
+        Err(Error::InvalidArgument("probe".into()))
+    }
+}
+
+impl GuestSession for NoSession {
+    fn encrypt(&self, _: String, _: Vec<u8>, _: Vec<u8>) -> Result<Vec<u8>, Error> {
+        Err(Error::Locked)
+    }
+    fn decrypt(&self, _: String, _: Vec<u8>, _: Vec<u8>) -> Result<Vec<u8>, Error> {
+        Err(Error::Locked)
+    }
+    fn status(&self) -> Result<TenantStatus, Error> {
+        Err(Error::Locked)
+    }
+    fn lock(&self) {}
+}
+
+export!(Probe);

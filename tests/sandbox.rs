@@ -1,0 +1,112 @@
+//! The sandbox, structurally: the component imports no network, the host's
+//! linker provides none, and a tenant's instance reaches only its own
+//! directory (no other tenant, nothing outside the vault, no env/args/stdin).
+
+mod common;
+
+use backendenc::{Error, Runtime, Vault, VaultOptions, sandbox};
+use common::{init, temp_vault};
+
+#[test]
+fn the_embedded_component_imports_no_network() {
+    let imports = Runtime::shared().unwrap().component_imports();
+    assert!(imports.iter().any(|i| i.starts_with("wasi:filesystem/")), "{imports:?}");
+    assert!(imports.iter().any(|i| i.starts_with("wasi:random/random")), "{imports:?}");
+    let network: Vec<_> = imports.iter().filter(|i| i.starts_with("wasi:sockets") || i.starts_with("wasi:http")).collect();
+    assert!(network.is_empty(), "network imports: {network:?}");
+    // And the embedded bytes agree, independently of wasmtime's reading.
+    let bytes = backendenc::runtime::GUEST_WASM;
+    assert!(!bytes.windows(12).any(|w| w == b"wasi:sockets"));
+    assert!(!bytes.windows(9).any(|w| w == b"wasi:http"));
+}
+
+const RANDOM_IMPORTER: &str = r#"(component
+  (import "wasi:random/random@0.2.6" (instance
+    (export "get-random-u64" (func (result u64)))))
+)"#;
+
+const SOCKETS_IMPORTER: &str = r#"(component
+  (import "wasi:sockets/instance-network@0.2.6" (instance
+    (export "network" (type (sub resource)))))
+)"#;
+
+const HTTP_IMPORTER: &str = r#"(component
+  (import "wasi:http/outgoing-handler@0.2.6" (instance
+    (export "future-incoming-response" (type (sub resource)))))
+)"#;
+
+#[test]
+fn a_component_that_imports_network_cannot_be_linked() {
+    let rt = Runtime::shared().unwrap();
+    // Control: the same check passes a component that imports what the sandbox offers.
+    sandbox::link_check(&rt, &wat::parse_str(RANDOM_IMPORTER).unwrap()).unwrap();
+    for (wat, name) in [(SOCKETS_IMPORTER, "wasi:sockets"), (HTTP_IMPORTER, "wasi:http")] {
+        let err = sandbox::link_check(&rt, &wat::parse_str(wat).unwrap()).unwrap_err();
+        assert!(matches!(&err, Error::Runtime(m) if m.contains(name)), "{err}");
+    }
+}
+
+#[test]
+fn the_embedded_component_links() {
+    sandbox::link_check(&Runtime::shared().unwrap(), backendenc::runtime::GUEST_WASM).unwrap();
+}
+
+/// Runs the probe component as tenant (user, channel) and returns its report.
+fn probe(vault_dir: &std::path::Path, user: &str, channel: &str, script: &str) -> String {
+    let wasm = std::fs::read(env!("BACKENDENC_TEST_PROBE_WASM")).expect("probe component is built by build.rs");
+    let rt = Runtime::with_component(&wasm, None).unwrap();
+    let vault = Vault::open_with(vault_dir, rt, VaultOptions::default()).unwrap();
+    match vault.init(user, channel, script.as_bytes(), backendenc::InitOptions::default()) {
+        Err(Error::Storage(report)) => report,
+        other => panic!("the probe reports through a storage error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_tenant_reaches_only_its_own_directory() {
+    let (outer, vault) = temp_vault();
+    init(&vault, "alice", "general", b"pw-a");
+    init(&vault, "bob", "general", b"pw-b");
+    vault.lock_all();
+    let a = Vault::tenant_key("alice", "general").unwrap();
+    let b = Vault::tenant_key("bob", "general").unwrap();
+    let host_b = vault.path().join("tenants").join(&b).join("keyring");
+    std::fs::write(outer.path().join("outside.txt"), b"outside").unwrap();
+    // A symlink planted in alice's directory that points at bob's keyring.
+    std::os::unix::fs::symlink(&host_b, vault.path().join("tenants").join(&a).join("link-to-bob")).unwrap();
+    let script = [
+        format!("read /vault/tenants/{a}/keyring"),
+        format!("list /vault/tenants/{a}"),
+        format!("read /vault/tenants/{b}/keyring"),
+        format!("read /vault/tenants/{a}/../{b}/keyring"),
+        format!("read /vault/tenants/{a}/link-to-bob"),
+        format!("write /vault/tenants/{b}/pwned"),
+        format!("write /vault/tenants/{a}/../../pwned"),
+        "list /vault/tenants".to_owned(),
+        "list /vault".to_owned(),
+        "list /".to_owned(),
+        "read /etc/passwd".to_owned(),
+        format!("read {}", host_b.display()),
+        format!("read {}", outer.path().join("outside.txt").display()),
+        "env".to_owned(),
+        "args".to_owned(),
+        "stdin".to_owned(),
+    ]
+    .join("\n");
+    let report = probe(vault.path(), "alice", "general", &script);
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 16, "{report}");
+    // Its own directory is reachable: the probe really can read.
+    assert!(lines[0].ends_with("ok") || lines[0].contains("=> ok"), "{report}");
+    assert!(lines[1].contains("=> ok"), "{report}");
+    for line in &lines[2..13] {
+        assert!(line.contains("=> denied"), "escaped the sandbox: {line}\n{report}");
+    }
+    assert!(lines[13].ends_with("=> ok 0 vars"), "{report}");
+    assert!(lines[14].ends_with("=> ok 0 args"), "{report}");
+    assert!(lines[15].ends_with("=> ok 0 bytes"), "{report}");
+    assert!(!vault.path().join("tenants").join(&b).join("pwned").exists());
+    assert!(!vault.path().join("pwned").exists());
+    // Bob's keyring is untouched and still opens.
+    assert!(vault.unlock("bob", "general", b"pw-b").is_ok());
+}
