@@ -29,7 +29,17 @@ fn main() {
     let target_dir = out_dir.join("guest-target");
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&workspace)
-        .args(["build", "--release", "--locked", "-p", "backendenc-guest", "-p", "backendenc-probe", "--target", TARGET])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "backendenc-guest",
+            "-p",
+            "backendenc-probe",
+            "--target",
+            TARGET,
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     // The guest must not inherit the host build's flags or wrappers.

@@ -86,14 +86,37 @@ fn armor_files_aad_and_env_passphrase() {
     std::fs::write(&input, "Bob fragt – ä ö ü ß 🚀").unwrap();
     let out = e.root.join("sealed.txt");
     let enc = run(
-        cmd(&e.args("encrypt", &["--scope", "memory", "--aad", "record-7", "--armor", "-o", out.to_str().unwrap(), input.to_str().unwrap()])),
+        cmd(&e.args(
+            "encrypt",
+            &[
+                "--scope",
+                "memory",
+                "--aad",
+                "record-7",
+                "--armor",
+                "-o",
+                out.to_str().unwrap(),
+                input.to_str().unwrap(),
+            ],
+        )),
         b"",
     );
     assert!(enc.status.success(), "{}", stderr(&enc));
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.starts_with("bkenc:v1:") && text.ends_with('\n'), "{text}");
     // Passphrase and vault from the environment this time.
-    let mut c = cmd(&["decrypt", "--user", "alice", "--channel", "general", "--scope", "memory", "--aad", "record-7", out.to_str().unwrap()]);
+    let mut c = cmd(&[
+        "decrypt",
+        "--user",
+        "alice",
+        "--channel",
+        "general",
+        "--scope",
+        "memory",
+        "--aad",
+        "record-7",
+        out.to_str().unwrap(),
+    ]);
     c.env("BACKENDENC_PASSPHRASE", "correct horse battery staple").env("BACKENDENC_VAULT", &e.vault);
     let dec = run(c, b"");
     assert!(dec.status.success(), "{}", stderr(&dec));
@@ -143,7 +166,11 @@ fn usage_errors_and_missing_state_are_one_line() {
     let o = run(cmd(&e.args("encrypt", &["--scope", "memory"])), b"x");
     assert_fails(&o, 1, "backendenc: tenant is not initialized: run init first");
     let o = run(cmd(&e.args("init", &["--iterations", "50000"])), b"");
-    assert_fails(&o, 1, "backendenc: invalid argument: refusing 50000 PBKDF2 iterations: fewer than the minimum of 100000");
+    assert_fails(
+        &o,
+        1,
+        "backendenc: invalid argument: refusing 50000 PBKDF2 iterations: fewer than the minimum of 100000",
+    );
     e.init();
     let o = run(cmd(&e.args("init", &["--iterations", "1000", "--insecure-low-iterations-for-tests"])), b"");
     assert_fails(&o, 1, "backendenc: tenant is already initialized");
@@ -156,7 +183,14 @@ fn usage_errors_and_missing_state_are_one_line() {
     let i = args.iter().position(|a| *a == e.pwfile.to_str().unwrap()).unwrap();
     args[i] = missing.to_str().unwrap();
     let o = run(cmd(&args), b"");
-    assert_fails(&o, 1, &format!("backendenc: cannot read passphrase file {}: No such file or directory (os error 2)", missing.display()));
+    assert_fails(
+        &o,
+        1,
+        &format!(
+            "backendenc: cannot read passphrase file {}: No such file or directory (os error 2)",
+            missing.display()
+        ),
+    );
 }
 
 #[test]
@@ -164,7 +198,11 @@ fn no_passphrase_source_and_no_terminal_is_a_clear_error() {
     let e = env();
     e.init();
     let o = run(cmd(&["--vault", e.vault.to_str().unwrap(), "status", "--user", "alice", "--channel", "general"]), b"");
-    assert_fails(&o, 1, "backendenc: no passphrase: use --passphrase-file, set BACKENDENC_PASSPHRASE, or run on a terminal");
+    assert_fails(
+        &o,
+        1,
+        "backendenc: no passphrase: use --passphrase-file, set BACKENDENC_PASSPHRASE, or run on a terminal",
+    );
 }
 
 #[test]
@@ -186,7 +224,10 @@ fn a_stale_lock_names_the_file() {
     let guest_path = format!("/vault/tenants/{key}/keyring.lock");
     assert_eq!(o.status.code(), Some(1));
     let line = stderr(&o);
-    assert!(line.starts_with("backendenc: busy: ") && line.contains(&guest_path) && line.lines().count() == 1, "{line}");
+    assert!(
+        line.starts_with("backendenc: busy: ") && line.contains(&guest_path) && line.lines().count() == 1,
+        "{line}"
+    );
     assert!(canonical.exists());
 }
 
@@ -227,10 +268,27 @@ fn passphrase_file_trailing_newline_is_dropped_once() {
 fn the_default_vault_is_dot_backendenc_in_the_working_directory() {
     let e = env();
     let pw = e.pwfile.to_str().unwrap();
-    let mut c = cmd(&["init", "--user", "u", "--channel", "c", "--passphrase-file", pw, "--iterations", "1000", "--insecure-low-iterations-for-tests"]);
+    let mut c = cmd(&[
+        "init",
+        "--user",
+        "u",
+        "--channel",
+        "c",
+        "--passphrase-file",
+        pw,
+        "--iterations",
+        "1000",
+        "--insecure-low-iterations-for-tests",
+    ]);
     c.current_dir(&e.root);
     assert!(run(c, b"").status.success());
-    assert!(Path::new(&e.root).join(".backendenc/tenants").join(backendenc::Vault::tenant_key("u", "c").unwrap()).join("keyring").exists());
+    assert!(
+        Path::new(&e.root)
+            .join(".backendenc/tenants")
+            .join(backendenc::Vault::tenant_key("u", "c").unwrap())
+            .join("keyring")
+            .exists()
+    );
 }
 
 #[test]

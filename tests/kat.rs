@@ -88,9 +88,8 @@ fn xaes_256_gcm_c2sp_vectors_via_crate_and_by_hand() {
         let key: [u8; 32] = unhex(&v["key"]).try_into().unwrap();
         let nonce: [u8; 24] = unhex(&v["nonce"]).try_into().unwrap();
         let (pt, aad) = (unhex(&v["plaintext"]), unhex(&v["aad"]));
-        let by_crate = xaes_256_gcm::Xaes256Gcm::new(&key.into())
-            .encrypt(&nonce.into(), Payload { msg: &pt, aad: &aad })
-            .unwrap();
+        let by_crate =
+            xaes_256_gcm::Xaes256Gcm::new(&key.into()).encrypt(&nonce.into(), Payload { msg: &pt, aad: &aad }).unwrap();
         assert_eq!(hex::encode(&by_crate), v["ct"]);
         assert_eq!(hex::encode(xaes_by_hand(&key, &nonce, &pt, &aad)), v["ct"]);
     }
@@ -107,9 +106,13 @@ fn envelope_is_xaes_256_gcm_over_the_documented_aad() {
     assert_eq!(&env[6..10], &7u32.to_be_bytes());
     let nonce: [u8; 24] = env[10..34].try_into().unwrap();
     let lp = |x: &[u8]| [&(x.len() as u64).to_be_bytes()[..], x].concat();
-    let aad = [lp(b"backendenc/v1/data"), lp(tenant.as_bytes()), lp(b"memory"), lp(&env[..34]), lp(b"caller-aad")].concat();
+    let aad =
+        [lp(b"backendenc/v1/data"), lp(tenant.as_bytes()), lp(b"memory"), lp(&env[..34]), lp(b"caller-aad")].concat();
     assert_eq!(xaes_by_hand(dek.expose_secret(), &nonce, b"hello", &aad), &env[34..]);
-    assert_eq!(Envelope::parse(&env).unwrap().open(&dek, &tenant, "memory", b"caller-aad").unwrap().as_slice(), b"hello");
+    assert_eq!(
+        Envelope::parse(&env).unwrap().open(&dek, &tenant, "memory", b"caller-aad").unwrap().as_slice(),
+        b"hello"
+    );
 }
 
 /// The tenant key is SHA-256 over the length-prefixed ids, as documented.

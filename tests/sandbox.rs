@@ -12,7 +12,8 @@ fn the_embedded_component_imports_no_network() {
     let imports = Runtime::shared().unwrap().component_imports();
     assert!(imports.iter().any(|i| i.starts_with("wasi:filesystem/")), "{imports:?}");
     assert!(imports.iter().any(|i| i.starts_with("wasi:random/random")), "{imports:?}");
-    let network: Vec<_> = imports.iter().filter(|i| i.starts_with("wasi:sockets") || i.starts_with("wasi:http")).collect();
+    let network: Vec<_> =
+        imports.iter().filter(|i| i.starts_with("wasi:sockets") || i.starts_with("wasi:http")).collect();
     assert!(network.is_empty(), "network imports: {network:?}");
     // And the embedded bytes agree, independently of wasmtime's reading.
     let bytes = backendenc::runtime::GUEST_WASM;

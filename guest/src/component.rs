@@ -26,7 +26,12 @@ fn vault() -> Vault {
 impl wit::Guest for Component {
     type Session = SessionResource;
 
-    fn init(user: String, channel: String, passphrase: Vec<u8>, options: wit::InitOptions) -> Result<wit::Session, wit::Error> {
+    fn init(
+        user: String,
+        channel: String,
+        passphrase: Vec<u8>,
+        options: wit::InitOptions,
+    ) -> Result<wit::Session, wit::Error> {
         let passphrase = Zeroizing::new(passphrase);
         let options = InitOptions {
             iterations: options.iterations,

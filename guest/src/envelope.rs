@@ -67,7 +67,13 @@ impl<'a> Envelope<'a> {
     }
 
     /// Decrypts and authenticates under `dek`, bound to tenant, scope and `aad`.
-    pub fn open(&self, dek: &DataEncryptionKey, tenant: &TenantKey, scope: &str, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn open(
+        &self,
+        dek: &DataEncryptionKey,
+        tenant: &TenantKey,
+        scope: &str,
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let bound = bind(DATA_LABEL, &[tenant.as_bytes(), scope.as_bytes(), self.header, aad]);
         Xaes256Gcm::new(dek.expose_secret().into())
             .decrypt(&(*self.nonce).into(), Payload { msg: self.sealed, aad: &bound })

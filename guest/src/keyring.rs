@@ -305,10 +305,8 @@ mod tests {
         let mut body = Body::default();
         let dek = crate::keys::DataEncryptionKey::generate().unwrap();
         let wrapped = kek.wrap_dek(&dek, &dek_wrap_aad(&tenant, "memory", 1, 1)).unwrap();
-        body.scopes.insert(
-            "memory".into(),
-            ScopeKeys { current: 1, min_decryption: 1, deks: BTreeMap::from([(1, wrapped)]) },
-        );
+        body.scopes
+            .insert("memory".into(), ScopeKeys { current: 1, min_decryption: 1, deks: BTreeMap::from([(1, wrapped)]) });
         (Header { tenant, kdf, kek_version: 1, generation: 7, kek_wrap }, body, kek)
     }
 

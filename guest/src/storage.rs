@@ -98,7 +98,14 @@ fn sync_dir(dir: &Path) -> Result<()> {
     match File::open(dir) {
         Ok(d) => match d.sync_all() {
             Ok(()) => Ok(()),
-            Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::PermissionDenied | ErrorKind::InvalidInput) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Unsupported | ErrorKind::PermissionDenied | ErrorKind::InvalidInput
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(Error::io("sync directory", dir, e)),
         },
         Err(_) => Ok(()),
@@ -133,8 +140,8 @@ mod tests {
     fn tempdir() -> PathBuf {
         let mut name = [0u8; 8];
         crate::keys::fill_random(&mut name).unwrap();
-        let p = std::env::temp_dir().join(format!("bkenc-storage-{}", name.iter().map(|b| format!("{b:02x}")).collect::<String>()));
-        p
+        let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+        std::env::temp_dir().join(format!("bkenc-storage-{hex}"))
     }
 
     #[test]

@@ -130,7 +130,10 @@ pub struct Session {
 
 impl core::fmt::Debug for Session {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Session").field("tenant", &self.tenant).field("generation", &self.header.generation).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("tenant", &self.tenant)
+            .field("generation", &self.header.generation)
+            .finish_non_exhaustive()
     }
 }
 

@@ -10,12 +10,12 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasData, Linker, ResourceTable};
 use wasmtime::{Config, Engine, OptLevel};
-use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
+use wasmtime_wasi::WasiView;
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
-use wasmtime_wasi::WasiView;
 
 use crate::bindings::BackendencPre;
 use crate::error::{Error, Result};
@@ -62,7 +62,8 @@ impl Runtime {
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| Error::runtime("cannot link the vault component", format!("{e:#}")))?;
-        let pre = BackendencPre::new(instance_pre).map_err(|e| Error::runtime("component does not export the vault", e))?;
+        let pre =
+            BackendencPre::new(instance_pre).map_err(|e| Error::runtime("component does not export the vault", e))?;
         start_epoch_ticker(&engine);
         Ok(Runtime { inner: Arc::new(RuntimeInner { engine, pre, component }) })
     }
@@ -168,7 +169,8 @@ fn load_component(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) -> Res
     if let Some(component) = deserialize_cached(engine, &path) {
         return Ok(component);
     }
-    let bytes = engine.precompile_component(wasm).map_err(|e| Error::runtime("cannot compile the vault component", e))?;
+    let bytes =
+        engine.precompile_component(wasm).map_err(|e| Error::runtime("cannot compile the vault component", e))?;
     // Best effort: a cache that cannot be written only costs start-up time.
     let _ = write_atomically(dir, &path, &bytes);
     deserialize_cached(engine, &path).map_or_else(compile, Ok)

@@ -128,7 +128,9 @@ impl Vault {
             iterations: options.iterations,
             insecure_allow_low_iterations_for_testing: options.insecure_allow_low_iterations_for_testing,
         };
-        let result = self.open_session(tenant, |b, store| b.backendenc_vault_vault().call_init(store, user, channel, passphrase, opts));
+        let result = self.open_session(tenant, |b, store| {
+            b.backendenc_vault_vault().call_init(store, user, channel, passphrase, opts)
+        });
         if result.is_err() && created {
             // Leave nothing behind for a failed enrolment (only removes an empty dir).
             let _ = self.inner.root_dir.remove_dir(&rel);
@@ -197,7 +199,8 @@ impl Vault {
     /// A fresh instance whose only preopen is the tenant's own directory.
     fn instantiate(&self, tenant: &TenantKey) -> Result<(Store<State>, Backendenc)> {
         let rel = tenant.relative_dir();
-        let meta = self.inner.root_dir.symlink_metadata(&rel).map_err(|e| Error::io("open tenant directory", &rel, e))?;
+        let meta =
+            self.inner.root_dir.symlink_metadata(&rel).map_err(|e| Error::io("open tenant directory", &rel, e))?;
         if !meta.is_dir() {
             return Err(Error::Storage(format!("{} is not a directory", self.inner.root.join(&rel).display())));
         }
@@ -339,7 +342,9 @@ impl Session {
         match f(bindings.backendenc_vault_vault().session(), store, *handle) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(wit::Error::Locked)) => {
-                guard.take().map(Slot::close);
+                if let Some(slot) = guard.take() {
+                    slot.close();
+                }
                 Err(Error::Locked)
             }
             Ok(Err(e)) => Err(from_wit(e)),
@@ -401,7 +406,11 @@ fn start_idle_reaper(vault: Weak<VaultInner>, idle: Duration) {
 #[cfg(unix)]
 fn create_private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|e| Error::io("create directory", path, e))
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::io("create directory", path, e))
 }
 
 #[cfg(not(unix))]

@@ -84,7 +84,8 @@ impl<'a> Passphrases<'a> {
     fn non_interactive(&self) -> Result<Option<Zeroizing<Vec<u8>>>, CliError> {
         if let Some(path) = self.file {
             let mut bytes = Zeroizing::new(
-                std::fs::read(path).map_err(|e| CliError::msg(format!("cannot read passphrase file {}: {e}", path.display())))?,
+                std::fs::read(path)
+                    .map_err(|e| CliError::msg(format!("cannot read passphrase file {}: {e}", path.display())))?,
             );
             strip_one_newline(&mut bytes);
             return Ok(Some(bytes));
@@ -131,7 +132,10 @@ impl<'a> Input<'a> {
             Some(p) => std::fs::File::open(p)
                 .and_then(|mut f| f.read_to_end(&mut buf))
                 .map_err(|e| CliError::msg(format!("cannot read {}: {e}", p.display())))?,
-            None => std::io::stdin().lock().read_to_end(&mut buf).map_err(|e| CliError::msg(format!("cannot read stdin: {e}")))?,
+            None => std::io::stdin()
+                .lock()
+                .read_to_end(&mut buf)
+                .map_err(|e| CliError::msg(format!("cannot read stdin: {e}")))?,
         };
         Ok(buf)
     }
@@ -157,9 +161,12 @@ impl Output {
         match &self.path {
             None => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| CliError::msg(format!("cannot write stdout: {e}")))
+                out.write_all(bytes)
+                    .and_then(|()| out.flush())
+                    .map_err(|e| CliError::msg(format!("cannot write stdout: {e}")))
             }
-            Some(path) => write_atomically(path, bytes).map_err(|e| CliError::msg(format!("cannot write {}: {e}", path.display()))),
+            Some(path) => write_atomically(path, bytes)
+                .map_err(|e| CliError::msg(format!("cannot write {}: {e}", path.display()))),
         }
     }
 }

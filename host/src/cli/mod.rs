@@ -124,7 +124,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Init(a) => {
             // Read everything the user must supply before the slow parts.
-            let passphrase = Passphrases::new(a.tenant.passphrase_file.as_deref()).new_passphrase(&a.tenant.user, &a.tenant.channel)?;
+            let passphrase = Passphrases::new(a.tenant.passphrase_file.as_deref())
+                .new_passphrase(&a.tenant.user, &a.tenant.channel)?;
             let vault = Vault::open(vault_dir())?;
             let options = InitOptions {
                 iterations: Some(a.iterations),
