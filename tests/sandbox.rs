@@ -52,12 +52,14 @@ fn the_embedded_component_links() {
     sandbox::link_check(&Runtime::shared().unwrap(), backendenc::runtime::GUEST_WASM).unwrap();
 }
 
-/// Runs the probe component as tenant (user, channel) and returns its report.
-fn probe(vault_dir: &std::path::Path, user: &str, channel: &str, script: &str) -> String {
+fn probe_vault(vault_dir: &std::path::Path) -> Vault {
     let wasm = std::fs::read(env!("BACKENDENC_TEST_PROBE_WASM")).expect("probe component is built by build.rs");
     let rt = Runtime::with_component(&wasm, None).unwrap();
-    let vault = Vault::open_with(vault_dir, rt, VaultOptions::default()).unwrap();
-    match vault.init(user, channel, script.as_bytes(), backendenc::InitOptions::default()) {
+    Vault::open_with(vault_dir, rt, VaultOptions::default()).unwrap()
+}
+
+fn report(result: backendenc::Result<backendenc::Session>) -> String {
+    match result {
         Err(Error::Storage(report)) => report,
         other => panic!("the probe reports through a storage error, got {other:?}"),
     }
@@ -94,7 +96,8 @@ fn a_tenant_reaches_only_its_own_directory() {
         "stdin".to_owned(),
     ]
     .join("\n");
-    let report = probe(vault.path(), "alice", "general", &script);
+    // The probe runs as alice, in alice's real directory (the unlock path).
+    let report = report(probe_vault(vault.path()).unlock("alice", "general", script.as_bytes()));
     let lines: Vec<&str> = report.lines().collect();
     assert_eq!(lines.len(), 16, "{report}");
     // Its own directory is reachable: the probe really can read.
@@ -110,4 +113,32 @@ fn a_tenant_reaches_only_its_own_directory() {
     assert!(!vault.path().join("pwned").exists());
     // Bob's keyring is untouched and still opens.
     assert!(vault.unlock("bob", "general", b"pw-b").is_ok());
+}
+
+#[test]
+fn an_enrolment_reaches_only_its_staging_directory() {
+    let (_outer, vault) = temp_vault();
+    init(&vault, "alice", "general", b"pw-a");
+    vault.lock_all();
+    let a = Vault::tenant_key("alice", "general").unwrap();
+    let n = Vault::tenant_key("newcomer", "general").unwrap();
+    let script = [
+        format!("write /vault/tenants/{n}/scratch"),
+        format!("read /vault/tenants/{n}/scratch"),
+        format!("read /vault/tenants/{a}/keyring"),
+        format!("read /vault/tenants/{n}/../{a}/keyring"),
+        "list /vault/tenants".to_owned(),
+    ]
+    .join("\n");
+    let probe = probe_vault(vault.path());
+    let report = report(probe.init("newcomer", "general", script.as_bytes(), backendenc::InitOptions::default()));
+    let lines: Vec<&str> = report.lines().collect();
+    assert!(lines[0].ends_with("=> ok written") && lines[1].ends_with("=> ok 5 bytes"), "{report}");
+    for line in &lines[2..] {
+        assert!(line.contains("=> denied"), "escaped the sandbox: {line}\n{report}");
+    }
+    // The failed enrolment left nothing: no tenant, no staging directory.
+    let names: Vec<_> =
+        std::fs::read_dir(vault.path().join("tenants")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, [std::ffi::OsString::from(&a)]);
 }

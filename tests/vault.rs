@@ -70,6 +70,43 @@ fn init_and_unlock_are_separate() {
 }
 
 #[test]
+fn concurrent_enrolments_of_one_tenant_have_exactly_one_winner() {
+    let (_d, vault) = temp_vault();
+    let handles: Vec<_> = (0..6u8)
+        .map(|i| {
+            let vault = vault.clone();
+            std::thread::spawn(move || (i, vault.init("u", "c", &[b'p', i], test_init())))
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let winners: Vec<u8> = results.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| *i).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (_, r) in &results {
+        if let Err(e) = r {
+            assert_eq!(e, &Error::AlreadyInitialized);
+        }
+    }
+    vault.lock_all();
+    assert!(vault.unlock("u", "c", &[b'p', winners[0]]).is_ok());
+    let names = files_below(&vault.path().join("tenants"));
+    assert_eq!(names.iter().filter(|p| p.components().count() == 1).count(), 1, "no staging left: {names:?}");
+}
+
+#[test]
+fn a_tenant_directory_without_a_keyring_is_reported_not_clobbered() {
+    let (_d, vault) = temp_vault();
+    let dir = vault.path().join("tenants").join(Vault::tenant_key("u", "c").unwrap());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("keyring.lock"), b"").unwrap();
+    let err = vault.init("u", "c", b"pw", test_init()).unwrap_err();
+    assert!(matches!(&err, Error::Storage(m) if m.contains(dir.to_str().unwrap())), "{err}");
+    assert!(dir.join("keyring.lock").exists());
+    // An empty leftover directory is simply taken over.
+    std::fs::remove_file(dir.join("keyring.lock")).unwrap();
+    assert!(vault.init("u", "c", b"pw", test_init()).is_ok());
+}
+
+#[test]
 fn weak_kdf_is_refused_without_the_test_override() {
     let (_d, vault) = temp_vault();
     let weak = InitOptions { iterations: Some(99_999), insecure_allow_low_iterations_for_testing: false };

@@ -117,25 +117,58 @@ impl Vault {
     }
 
     /// Enrols (user, channel) under `passphrase` and returns its session.
+    ///
+    /// Atomic: the guest writes the new keyring into a private staging
+    /// directory, which is then renamed to the tenant's directory. A tenant
+    /// exists fully enrolled or not at all; of two concurrent enrolments
+    /// exactly one wins and the other gets `AlreadyInitialized`.
     pub fn init(&self, user: &str, channel: &str, passphrase: &[u8], options: InitOptions) -> Result<Session> {
         let tenant = TenantKey::derive(user, channel)?;
         let rel = tenant.relative_dir();
-        let created = !self.inner.root_dir.exists(&rel);
-        if created {
-            create_private_dir(&self.inner.root.join(&rel))?;
+        if self.inner.root_dir.exists(rel.join(backendenc_guest::storage::KEYRING_FILE)) {
+            return Err(Error::AlreadyInitialized);
         }
+        let staging = self.staging_dir()?;
         let opts = wit::InitOptions {
             iterations: options.iterations,
             insecure_allow_low_iterations_for_testing: options.insecure_allow_low_iterations_for_testing,
         };
-        let result = self.open_session(tenant, |b, store| {
-            b.backendenc_vault_vault().call_init(store, user, channel, passphrase, opts)
-        });
-        if result.is_err() && created {
-            // Leave nothing behind for a failed enrolment (only removes an empty dir).
-            let _ = self.inner.root_dir.remove_dir(&rel);
+        let result = self
+            .open_session_in(tenant, &staging, |b, store| {
+                b.backendenc_vault_vault().call_init(store, user, channel, passphrase, opts)
+            })
+            .and_then(|session| self.publish(&staging, &rel).map(|()| session));
+        if result.is_err() {
+            let _ = self.inner.root_dir.remove_dir_all(&staging);
         }
         result
+    }
+
+    /// A fresh, empty, private directory under `tenants/` for an enrolment.
+    fn staging_dir(&self) -> Result<PathBuf> {
+        let mut random = [0u8; 16];
+        backendenc_guest::keys::fill_random(&mut random)?;
+        let rel = Path::new("tenants").join(format!(".init-{}", hex::encode(random)));
+        create_private_dir(&self.inner.root.join(&rel))?;
+        Ok(rel)
+    }
+
+    /// Renames a staged tenant directory into place (fails if the tenant exists).
+    fn publish(&self, staging: &Path, rel: &Path) -> Result<()> {
+        let root = &self.inner.root_dir;
+        if let Err(e) = root.rename(staging, root, rel) {
+            if root.exists(rel.join(backendenc_guest::storage::KEYRING_FILE)) {
+                return Err(Error::AlreadyInitialized);
+            }
+            let path = self.inner.root.join(rel);
+            return Err(Error::Storage(format!(
+                "cannot create {}: {e}; if it exists without a keyring and no backendenc process is running, remove it",
+                path.display()
+            )));
+        }
+        // Make the rename durable before reporting success.
+        let tenants = self.inner.root.join("tenants");
+        std::fs::File::open(&tenants).and_then(|d| d.sync_all()).map_err(|e| Error::io("sync", &tenants, e))
     }
 
     /// Unlocks (user, channel). Replaces (and locks) any session the vault
@@ -145,7 +178,10 @@ impl Vault {
         if !self.inner.root_dir.exists(tenant.relative_dir().join(backendenc_guest::storage::KEYRING_FILE)) {
             return Err(Error::NotInitialized);
         }
-        self.open_session(tenant, |b, store| b.backendenc_vault_vault().call_unlock(store, user, channel, passphrase))
+        let rel = tenant.relative_dir();
+        self.open_session_in(tenant, &rel, |b, store| {
+            b.backendenc_vault_vault().call_unlock(store, user, channel, passphrase)
+        })
     }
 
     /// The unlocked session of (user, channel), if there is one.
@@ -169,12 +205,15 @@ impl Vault {
         self.inner.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn open_session(
+    /// Instantiates the component for `tenant` with `dir` (relative to the
+    /// vault root) as its only preopen, and runs `call` to get a session.
+    fn open_session_in(
         &self,
         tenant: TenantKey,
+        dir: &Path,
         call: impl FnOnce(&Backendenc, &mut Store<State>) -> wasmtime::Result<Result<ResourceAny, wit::Error>>,
     ) -> Result<Session> {
-        let (mut store, bindings) = self.instantiate(&tenant)?;
+        let (mut store, bindings) = self.instantiate(&tenant, dir)?;
         let timeout = self.inner.options.call_timeout;
         store.set_epoch_deadline(epoch_ticks(timeout));
         let handle = match call(&bindings, &mut store) {
@@ -196,15 +235,16 @@ impl Vault {
         Ok(session)
     }
 
-    /// A fresh instance whose only preopen is the tenant's own directory.
-    fn instantiate(&self, tenant: &TenantKey) -> Result<(Store<State>, Backendenc)> {
-        let rel = tenant.relative_dir();
+    /// A fresh instance whose only preopen is `dir`, the tenant's own
+    /// directory (or its staging directory during enrolment), seen by the
+    /// guest as `/vault/tenants/<tenant-key>`.
+    fn instantiate(&self, tenant: &TenantKey, dir: &Path) -> Result<(Store<State>, Backendenc)> {
+        let host_dir = self.inner.root.join(dir);
         let meta =
-            self.inner.root_dir.symlink_metadata(&rel).map_err(|e| Error::io("open tenant directory", &rel, e))?;
+            self.inner.root_dir.symlink_metadata(dir).map_err(|e| Error::io("open tenant directory", &host_dir, e))?;
         if !meta.is_dir() {
-            return Err(Error::Storage(format!("{} is not a directory", self.inner.root.join(&rel).display())));
+            return Err(Error::Storage(format!("{} is not a directory", host_dir.display())));
         }
-        let host_dir = self.inner.root.join(&rel);
         let guest_dir = format!("{GUEST_VAULT_ROOT}/tenants/{}", tenant.to_hex());
         let wasi = WasiCtxBuilder::new()
             .allow_blocking_current_thread(true)

@@ -1,5 +1,5 @@
 //! A hostile stand-in for the vault component, used only by the sandbox
-//! tests. Its `init` takes a list of probes in the passphrase (one per line:
+//! tests. Its `init` and `unlock` take a list of probes in the passphrase (one per line:
 //! `read PATH`, `list PATH`, `write PATH`, `env`, `args`, `stdin`) and
 //! reports what each one reached, as the message of a `storage` error.
 #![cfg(target_arch = "wasm32")]
@@ -32,17 +32,21 @@ fn probe(line: &str) -> String {
     }
 }
 
+fn run(script: Vec<u8>) -> Error {
+    let script = String::from_utf8(script).unwrap_or_default();
+    let report: Vec<String> = script.lines().map(probe).collect();
+    Error::Storage(report.join("\n"))
+}
+
 impl Guest for Probe {
     type Session = NoSession;
 
     fn init(_user: String, _channel: String, passphrase: Vec<u8>, _options: InitOptions) -> Result<Session, Error> {
-        let script = String::from_utf8(passphrase).unwrap_or_default();
-        let report: Vec<String> = script.lines().map(probe).collect();
-        Err(Error::Storage(report.join("\n")))
+        Err(run(passphrase))
     }
 
-    fn unlock(_user: String, _channel: String, _passphrase: Vec<u8>) -> Result<Session, Error> {
-        Err(Error::NotInitialized)
+    fn unlock(_user: String, _channel: String, passphrase: Vec<u8>) -> Result<Session, Error> {
+        Err(run(passphrase))
     }
 
     fn tenant_key(_user: String, _channel: String) -> Result<String, Error> {
