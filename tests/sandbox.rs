@@ -142,3 +142,48 @@ fn an_enrolment_reaches_only_its_staging_directory() {
         std::fs::read_dir(vault.path().join("tenants")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, [std::ffi::OsString::from(&a)]);
 }
+
+fn cached_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "cwasm")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_compiled_component_cache_is_private_and_reused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let outer = tempfile::tempdir().unwrap();
+    let cache = outer.path().join("cache");
+    Runtime::new(Some(&cache)).unwrap();
+    assert_eq!(std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777, 0o700);
+    let files = cached_files(&cache);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let before = std::fs::metadata(&files[0]).unwrap();
+    assert_eq!(before.permissions().mode() & 0o022, 0);
+    // A second runtime loads the artifact instead of writing a new one.
+    let rt = Runtime::new(Some(&cache)).unwrap();
+    let after = std::fs::metadata(&files[0]).unwrap();
+    assert_eq!((before.ino(), before.mtime_nsec()), (after.ino(), after.mtime_nsec()));
+    assert!(!rt.component_imports().is_empty());
+    // A corrupt artifact is not trusted: the component is compiled again and works.
+    std::fs::write(&files[0], b"not a compiled component").unwrap();
+    let rt = Runtime::new(Some(&cache)).unwrap();
+    let vault_dir = tempfile::tempdir().unwrap();
+    let vault = Vault::open_with(vault_dir.path(), rt, VaultOptions::default()).unwrap();
+    let s = vault.init("u", "c", b"pw", common::test_init()).unwrap();
+    assert_eq!(&s.decrypt("m", &s.encrypt("m", b"ok", b"").unwrap(), b"").unwrap()[..], b"ok");
+}
+
+#[test]
+fn a_cache_directory_open_to_others_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let outer = tempfile::tempdir().unwrap();
+    let cache = outer.path().join("shared-cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let rt = Runtime::new(Some(&cache)).unwrap();
+    assert!(cached_files(&cache).is_empty(), "nothing may be cached in (or loaded from) a world-writable directory");
+    assert!(!rt.component_imports().is_empty());
+}

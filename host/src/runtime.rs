@@ -181,13 +181,16 @@ fn deserialize_cached(engine: &Engine, path: &Path) -> Option<Component> {
     if !is_private_file(path) {
         return None;
     }
-    // SAFETY: `Component::deserialize_file` trusts its input to be wasmtime's
-    // own output. The file was written by this code, atomically, into a
-    // directory checked to be owned by this user and closed to everyone
-    // else (0700), and is itself checked to be ours and not group/world
-    // writable; its name carries the engine's compatibility hash, and
-    // wasmtime re-checks compatibility on load.
-    unsafe { Component::deserialize_file(engine, path) }.ok()
+    // Read into memory rather than `deserialize_file`: that would mmap the
+    // file, and anyone truncating it later would crash this process (SIGBUS).
+    let bytes = std::fs::read(path).ok()?;
+    // SAFETY: `Component::deserialize` trusts its input to be wasmtime's own
+    // output. The file was written by this code, atomically, into a
+    // directory checked to be owned by this user and closed to everyone else
+    // (0700), and is itself checked to be ours and not group/world writable;
+    // its name carries the engine's compatibility hash, and wasmtime
+    // re-checks compatibility and the artifact's header on load.
+    unsafe { Component::deserialize(engine, &bytes) }.ok()
 }
 
 #[cfg(unix)]
