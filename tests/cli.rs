@@ -302,3 +302,70 @@ fn demo_runs_the_tour() {
     assert!(out.contains("(cross-tenant): refused: integrity check failed"), "{out}");
     assert!(!out.contains("unexpected!"), "{out}");
 }
+
+/// Runs the binary on a pseudo-terminal (util-linux `script`), typing `lines`
+/// one by one after it has had time to show its prompt.
+fn on_terminal(args: &[&str], lines: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let command = std::iter::once(BIN).chain(args.iter().copied()).map(shell_quote).collect::<Vec<_>>().join(" ");
+    let mut c = Command::new("script");
+    c.args(["-qec", &command, "/dev/null"]).env_remove("BACKENDENC_PASSPHRASE").env_remove("BACKENDENC_VAULT");
+    c.envs(env.iter().copied());
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n"))
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[test]
+fn init_on_a_terminal_asks_twice_without_echo() {
+    let e = env();
+    let v = e.vault.to_str().unwrap();
+    let init = ["--vault", v, "init", "--user", "alice", "--channel", "general", "--iterations", "1000"];
+    let init = [&init[..], &["--insecure-low-iterations-for-tests"]].concat();
+    let (code, out) = on_terminal(&init, &["typed-secret", "typed-secrex"], &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("New passphrase for alice/general: "), "{out}");
+    assert!(out.contains("Repeat the passphrase: "), "{out}");
+    assert!(out.contains("backendenc: the two passphrases differ; nothing was changed"), "{out}");
+    let (code, out) = on_terminal(&init, &["typed-secret", "typed-secret"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("typed-secret"), "the passphrase was echoed: {out}");
+    // The typed passphrase is the tenant's passphrase.
+    let mut c = cmd(&["--vault", v, "status", "--user", "alice", "--channel", "general"]);
+    c.env("BACKENDENC_PASSPHRASE", "typed-secret");
+    assert!(run(c, b"").status.success());
+    // Unlock prompts once, on the terminal.
+    let status = ["--vault", v, "status", "--user", "alice", "--channel", "general"];
+    let (code, out) = on_terminal(&status, &["typed-secret"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Passphrase for alice/general: ") && out.contains("kdf:"), "{out}");
+}
+
+#[test]
+fn binary_envelopes_are_not_written_to_a_terminal() {
+    let e = env();
+    e.init();
+    let v = e.vault.to_str().unwrap();
+    let pw = e.pwfile.to_str().unwrap();
+    let args = ["--vault", v, "encrypt", "--user", "alice", "--channel", "general", "--passphrase-file", pw];
+    let (code, out) = on_terminal(&[&args[..], &["--scope", "memory", pw]].concat(), &[], &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("backendenc: refusing to write a binary envelope to a terminal; use --armor or -o FILE"),
+        "{out}"
+    );
+    let (code, out) = on_terminal(&[&args[..], &["--scope", "memory", "--armor", pw]].concat(), &[], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("bkenc:v1:"), "{out}");
+}
