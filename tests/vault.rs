@@ -266,6 +266,34 @@ fn many_threads_on_many_tenants() {
 }
 
 #[test]
+fn different_tenants_run_in_parallel() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_d, vault) = temp_vault();
+    let slow = InitOptions { iterations: Some(3_000_000), insecure_allow_low_iterations_for_testing: false };
+    vault.init("slow", "c", b"pw", slow).unwrap();
+    let fast = init(&vault, "fast", "c", b"pw");
+    let done = Arc::new(AtomicBool::new(false));
+    let (v, d) = (vault.clone(), Arc::clone(&done));
+    let started = Arc::new(std::sync::Barrier::new(2));
+    let s2 = Arc::clone(&started);
+    let slow_thread = std::thread::spawn(move || {
+        s2.wait();
+        v.unlock("slow", "c", b"pw").unwrap();
+        d.store(true, Ordering::SeqCst);
+    });
+    started.wait();
+    std::thread::sleep(Duration::from_millis(50));
+    // While the slow tenant derives its key, the fast one works normally.
+    for i in 0..20u8 {
+        let env = fast.encrypt("memory", &[i], b"").unwrap();
+        assert_eq!(&fast.decrypt("memory", &env, b"").unwrap()[..], &[i]);
+    }
+    assert!(!done.load(Ordering::SeqCst), "the fast tenant had to wait for the slow one");
+    slow_thread.join().unwrap();
+    assert!(done.load(Ordering::SeqCst));
+}
+
+#[test]
 fn sessions_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Vault>();
