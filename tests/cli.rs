@@ -245,11 +245,18 @@ fn status_text_and_json() {
     assert_eq!(v["kdf"], "pbkdf2-hmac-sha256");
     assert_eq!(v["scopes"].as_array().unwrap().len(), 2);
     assert_eq!(v["scopes"][1]["name"], "memory");
-    assert_eq!(v["scopes"][1]["versions"], serde_json::json!([1]));
+    assert_eq!(v["scopes"][1]["versions"][0]["version"], 1);
+    assert!(v["scopes"][1]["versions"][0]["encryptions"].as_u64().unwrap() >= 1);
+    assert_eq!(v["recovery_key"], false);
     let o = run(cmd(&e.args("status", &[])), b"");
     let text = String::from_utf8(o.stdout).unwrap();
-    assert!(text.contains("kdf:         pbkdf2-hmac-sha256 (1000 iterations)"), "{text}");
-    assert!(text.contains("scope \"memory\": current v1, decrypts from v1, versions [1]"), "{text}");
+    assert!(text.contains("kdf:          pbkdf2-hmac-sha256 (1000 iterations)"), "{text}");
+    assert!(
+        text.contains(
+            "scope \"memory\": current v1, decrypts from v1, auto-rotate off\n  v1: at most 1024 encryptions"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

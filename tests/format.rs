@@ -74,7 +74,14 @@ fn a_v1_vault_still_opens_and_decrypts() {
         assert_eq!(&s.decrypt(&r["scope"], r["armor"].as_bytes(), &aad).unwrap()[..], &pt[..]);
     }
     let st = s.status().unwrap();
-    assert_eq!((st.format_version, st.iterations, st.kek_version), (1, 1_000, 1));
+    // Unlocking rewrote the format-1 keyring as the current format.
+    assert_eq!((st.format_version, st.iterations, st.kek_version), (2, 1_000, 1));
+    let key = Vault::tenant_key(USER, CHANNEL).unwrap();
+    let upgraded = std::fs::read(tmp.path().join("tenants").join(&key).join("keyring")).unwrap();
+    assert_eq!(&upgraded[4..6], &[0, 2]);
+    // The audit log starts with the upgrade's unlock.
+    let log = s.audit_log().unwrap();
+    assert_eq!(log.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(), ["unlock"]);
     assert_eq!(st.scopes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["assets", "memory"]);
 }
 

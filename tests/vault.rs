@@ -144,7 +144,9 @@ fn encrypt_creates_a_scope_on_first_use_and_status_reports_it() {
     assert_eq!(st.generation, g0 + 2, "one keyring write per new scope, none per encryption");
     let names: Vec<_> = st.scopes.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["assets", "memory"]);
-    assert!(st.scopes.iter().all(|s| s.current_version == 1 && s.versions == [1]));
+    assert!(st.scopes.iter().all(|s| s.current_version == 1 && s.versions.len() == 1 && s.versions[0].version == 1));
+    let memory = st.scopes.iter().find(|s| s.name == "memory").unwrap();
+    assert!(memory.versions[0].encryptions >= 2, "usage is counted (as an upper bound)");
     assert_eq!(st.kdf, "pbkdf2-hmac-sha256");
     assert_eq!(st.tenant_key, Vault::tenant_key("u", "c").unwrap());
 }

@@ -14,6 +14,18 @@ pub const BODY_KEY_LABEL: &[u8] = b"backendenc/v1/keyring-body-key";
 pub const BODY_AAD_LABEL: &[u8] = b"backendenc/v1/keyring-body";
 /// Domain label of data envelopes.
 pub const DATA_LABEL: &[u8] = b"backendenc/v1/data";
+/// Domain label of the KEK sealed to the recovery key.
+pub const RECOVERY_WRAP_LABEL: &[u8] = b"backendenc/v1/kek-wrap/recovery";
+/// Domain label (HKDF info) of the recovery wrap's key.
+pub const RECOVERY_WRAP_KEY_LABEL: &[u8] = b"backendenc/v1/recovery-wrap-key";
+/// Domain label of the recovery key's typo check.
+pub const RECOVERY_CHECK_LABEL: &[u8] = b"backendenc/v1/recovery-check";
+/// Domain label of audit-log MACs.
+pub const AUDIT_MAC_LABEL: &[u8] = b"backendenc/v1/audit-mac";
+/// Domain label of audit-log chain hashes.
+pub const AUDIT_CHAIN_LABEL: &[u8] = b"backendenc/v1/audit-chain";
+/// Domain label of scope ids in the audit log.
+pub const AUDIT_SCOPE_LABEL: &[u8] = b"backendenc/v1/audit-scope";
 /// Domain label of the tenant key hash.
 pub const TENANT_LABEL: &[u8] = b"backendenc/v1/tenant";
 

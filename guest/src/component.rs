@@ -6,7 +6,8 @@ use std::cell::RefCell;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::vault::{InitOptions, Session, TenantStatus, Vault};
+use crate::session::{Session, TenantStatus};
+use crate::vault::{InitOptions, Vault};
 use crate::{GUEST_VAULT_ROOT, envelope, tenant::TenantKey};
 
 wit_bindgen::generate!({ world: "backendenc", path: "../wit" });
@@ -33,11 +34,22 @@ impl wit::Guest for Component {
         options: wit::InitOptions,
     ) -> Result<wit::Session, wit::Error> {
         let passphrase = Zeroizing::new(passphrase);
-        let options = InitOptions {
-            iterations: options.iterations,
-            insecure_allow_low_iterations_for_testing: options.insecure_allow_low_iterations_for_testing,
-        };
-        let session = vault().init(&user, &channel, &passphrase, options).map_err(to_wit)?;
+        let session = vault().init(&user, &channel, &passphrase, options_from_wit(options)).map_err(to_wit)?;
+        Ok(wit::Session::new(SessionResource(RefCell::new(Some(session)))))
+    }
+
+    fn recover(
+        user: String,
+        channel: String,
+        recovery_key: String,
+        new_passphrase: Vec<u8>,
+        options: wit::InitOptions,
+    ) -> Result<wit::Session, wit::Error> {
+        let recovery_key = Zeroizing::new(recovery_key);
+        let new_passphrase = Zeroizing::new(new_passphrase);
+        let session = vault()
+            .recover(&user, &channel, &recovery_key, &new_passphrase, options_from_wit(options))
+            .map_err(to_wit)?;
         Ok(wit::Session::new(SessionResource(RefCell::new(Some(session)))))
     }
 
@@ -83,11 +95,79 @@ impl wit::GuestSession for SessionResource {
     }
 
     fn status(&self) -> Result<wit::TenantStatus, wit::Error> {
-        self.with(|s| Ok(status_to_wit(s.status())))
+        self.with(|s| {
+            s.reload()?;
+            Ok(status_to_wit(s.status()))
+        })
     }
 
     fn lock(&self) {
-        self.0.borrow_mut().take();
+        if let Some(session) = self.0.borrow_mut().take() {
+            session.lock();
+        }
+    }
+
+    fn change_passphrase(&self, new_passphrase: Vec<u8>, options: wit::InitOptions) -> Result<(), wit::Error> {
+        let new_passphrase = Zeroizing::new(new_passphrase);
+        self.with(|s| s.change_passphrase(&new_passphrase, options_from_wit(options)))
+    }
+
+    fn rotate(&self, scope: String) -> Result<u32, wit::Error> {
+        self.with(|s| s.rotate(&scope))
+    }
+
+    fn retire(&self, scope: String, below: u32, destroy: bool) -> Result<wit::RetireOutcome, wit::Error> {
+        self.with(|s| s.retire(&scope, below, destroy))
+            .map(|r| wit::RetireOutcome { min_decryption_version: r.min_decryption_version, destroyed: r.destroyed })
+    }
+
+    fn set_auto_rotate(&self, scope: String, after: u64) -> Result<(), wit::Error> {
+        self.with(|s| s.set_auto_rotate(&scope, after))
+    }
+
+    fn rewrap(
+        &self,
+        scope: String,
+        items: Vec<wit::RewrapItem>,
+    ) -> Result<Vec<Result<Vec<u8>, wit::Error>>, wit::Error> {
+        let items: Vec<(Vec<u8>, Vec<u8>)> = items.into_iter().map(|i| (i.envelope, i.aad)).collect();
+        self.with(|s| s.rewrap(&scope, &items)).map(|rs| rs.into_iter().map(|r| r.map_err(to_wit)).collect())
+    }
+
+    fn rotate_kek(&self, passphrase: Vec<u8>) -> Result<u32, wit::Error> {
+        let passphrase = Zeroizing::new(passphrase);
+        self.with(|s| s.rotate_kek(&passphrase))
+    }
+
+    fn add_recovery_key(&self) -> Result<String, wit::Error> {
+        // The display form leaves as a plain String: it is the caller's to show once.
+        self.with(|s| s.add_recovery_key().map(|k| k.to_string()))
+    }
+
+    fn remove_recovery_key(&self) -> Result<(), wit::Error> {
+        self.with(|s| s.remove_recovery_key())
+    }
+
+    fn audit_log(&self) -> Result<Vec<wit::AuditEntry>, wit::Error> {
+        self.with(|s| s.audit_log()).map(|entries| {
+            entries
+                .into_iter()
+                .map(|e| wit::AuditEntry {
+                    seq: e.seq,
+                    time: e.time,
+                    event: e.event,
+                    details: e.details,
+                    authenticated: e.authenticated,
+                })
+                .collect()
+        })
+    }
+}
+
+fn options_from_wit(options: wit::InitOptions) -> InitOptions {
+    InitOptions {
+        iterations: options.iterations,
+        insecure_allow_low_iterations_for_testing: options.insecure_allow_low_iterations_for_testing,
     }
 }
 
@@ -99,6 +179,7 @@ fn status_to_wit(s: TenantStatus) -> wit::TenantStatus {
         iterations: s.iterations,
         generation: s.generation,
         kek_version: s.kek_version,
+        recovery_key: s.recovery_key,
         scopes: s
             .scopes
             .into_iter()
@@ -106,7 +187,12 @@ fn status_to_wit(s: TenantStatus) -> wit::TenantStatus {
                 name: sc.name,
                 current_version: sc.current_version,
                 min_decryption_version: sc.min_decryption_version,
-                versions: sc.versions,
+                auto_rotate_after: sc.auto_rotate_after,
+                versions: sc
+                    .versions
+                    .into_iter()
+                    .map(|v| wit::VersionInfo { version: v.version, encryptions: v.encryptions })
+                    .collect(),
             })
             .collect(),
     }
@@ -123,6 +209,8 @@ fn to_wit(e: Error) -> wit::Error {
         Error::Storage(m) => wit::Error::Storage(m),
         Error::InvalidArgument(m) => wit::Error::InvalidArgument(m),
         Error::Locked => wit::Error::Locked,
+        Error::BadRecoveryKey => wit::Error::BadRecoveryKey,
+        Error::Retired(m) => wit::Error::KeyRetired(m),
     }
 }
 

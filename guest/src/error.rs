@@ -20,6 +20,12 @@ pub enum Error {
     /// altered wrapped key looks the same; the two are not told apart.
     #[error("wrong passphrase (or the keyring's wrapped key was altered)")]
     BadPassphrase,
+    /// The recovery key does not open this tenant's keyring (or none is set).
+    #[error("wrong recovery key (or this tenant has none)")]
+    BadRecoveryKey,
+    /// The envelope's key version is below the scope's minimum decryption version.
+    #[error("key retired: {0}")]
+    Retired(String),
     /// Bytes failed authentication or are malformed.
     #[error("integrity check failed: {0}")]
     Integrity(String),

@@ -1,18 +1,19 @@
 //! The keyring file of one tenant: a clear, authenticated header and a body
-//! sealed under a key derived from the KEK. Layout (all integers big-endian):
+//! sealed under a key derived from the KEK. Layout (all integers big-endian;
+//! docs/FORMAT.md has the full description; format 2 is written, 1 and 2 read):
 //!
 //! ```text
 //! file   = header ‖ u32 body-len ‖ body ‖ sha256(header ‖ u32 body-len ‖ body)
-//! header = "BKKR" ‖ u16 format=1 ‖ tenant-key[32] ‖ u8 kdf=1 ‖ u32 iterations ‖ salt[16]
-//!          ‖ u32 kek-version ‖ u64 generation ‖ u8 wrap-count=1 ‖ (u8 kind=1 ‖ wrapped-kek[60])
+//! header = "BKKR" ‖ u16 format ‖ tenant-key[32] ‖ u8 kdf=1 ‖ u32 iterations ‖ salt[16]
+//!          ‖ u32 kek-version ‖ u64 generation ‖ u8 wrap-count ‖ wrap*
+//! wrap   = u8 kind=1 ‖ wrapped-kek[60]                              (passphrase, always first)
+//!        | u8 kind=2 ‖ recovery-public[32] ‖ ephemeral[32] ‖ wrapped-kek[60]   (format 2)
 //! body   = nonce[12] ‖ AES-256-GCM(body-key, plaintext, BIND("backendenc/v1/keyring-body", header))
 //! body-key = HKDF-SHA256(KEK, info = BIND("backendenc/v1/keyring-body-key", tenant-key, kek-version))
-//! wrapped-kek = AES-256-GCM(MK, KEK, BIND("backendenc/v1/kek-wrap/passphrase",
-//!                           tenant-key, kdf, iterations, salt, kek-version))
-//! plaintext = u32 scope-count ‖ scope*
-//! scope  = u16 name-len ‖ name ‖ u32 current ‖ u32 min-decryption ‖ u32 dek-count
-//!          ‖ (u32 version ‖ wrapped-dek[60])*
-//! wrapped-dek = AES-256-GCM(KEK, DEK, BIND("backendenc/v1/dek-wrap", tenant-key, scope, version, kek-version))
+//! plaintext (format 2) = u32 scope-count ‖ scope* ‖ audit-key[32] ‖ u64 audit-seq ‖ audit-head[32]
+//! scope  = u16 name-len ‖ name ‖ u32 current ‖ u32 min-decryption ‖ u64 auto-rotate-after
+//!          ‖ u32 dek-count ‖ (u32 version ‖ wrapped-dek[60] ‖ u64 uses)*
+//! (format 1 bodies have no auto-rotate-after, no uses and no audit fields)
 //! ```
 //! The trailing SHA-256 is not a security mechanism (anyone can recompute
 //! it); it tells accidental corruption apart from a wrong passphrase.
@@ -26,14 +27,19 @@ use crate::aad::{BODY_AAD_LABEL, BODY_KEY_LABEL, DEK_WRAP_LABEL, KEK_WRAP_LABEL,
 use crate::error::{Error, Result};
 use crate::kdf::{KDF_PBKDF2_HMAC_SHA256, KdfParams, SALT_LEN};
 use crate::keys::{KeyEncryptionKey, WRAPPED_KEY_LEN, WrappedKey};
+use crate::recovery::RecoveryWrap;
 use crate::tenant::TenantKey;
 
 /// First bytes of every keyring file.
 pub const MAGIC: &[u8; 4] = b"BKKR";
 /// Keyring format version written by this code.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+/// Oldest keyring format this code reads.
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
 /// Wrap kind: KEK under the passphrase-derived master key.
 pub const WRAP_KIND_PASSPHRASE: u8 = 1;
+/// Wrap kind: KEK sealed to the recovery key's public half.
+pub const WRAP_KIND_RECOVERY: u8 = 2;
 /// Longest accepted scope name, in bytes.
 pub const MAX_SCOPE_LEN: usize = 255;
 /// Largest keyring file read, so a hostile file cannot exhaust memory.
@@ -54,13 +60,33 @@ pub struct Header {
     pub generation: u64,
     /// The KEK wrapped under the master key.
     pub kek_wrap: WrappedKey,
+    /// The KEK sealed to the recovery key, if one is set.
+    pub recovery: Option<RecoveryWrap>,
 }
 
-/// The decrypted body: per scope, its data keys (still wrapped by the KEK).
+/// The decrypted body: per scope, its data keys (still wrapped by the KEK),
+/// and the audit log's key and anchor.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Body {
     /// Scope name → keys.
     pub scopes: BTreeMap<String, ScopeKeys>,
+    /// The audit log's MAC key, random per tenant (absent in format-1 bodies
+    /// until their first write).
+    pub audit_key: Option<AuditKeyBytes>,
+    /// Sequence number of the last audit line anchored in the keyring.
+    pub audit_seq: u64,
+    /// Chain hash of that line (all zero when none).
+    pub audit_head: [u8; 32],
+}
+
+/// The audit key as stored in the body; zeroized on drop.
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct AuditKeyBytes(pub [u8; 32]);
+
+impl core::fmt::Debug for AuditKeyBytes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("AuditKeyBytes(…)")
+    }
 }
 
 /// The data keys of one scope.
@@ -70,8 +96,20 @@ pub struct ScopeKeys {
     pub current: u32,
     /// Versions below this do not decrypt.
     pub min_decryption: u32,
-    /// Version → wrapped DEK.
-    pub deks: BTreeMap<u32, WrappedKey>,
+    /// Rotate automatically once the current version has this many uses (0: never).
+    pub auto_rotate_after: u64,
+    /// Version → wrapped DEK and its usage counter.
+    pub deks: BTreeMap<u32, DekEntry>,
+}
+
+/// One DEK version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DekEntry {
+    /// The DEK wrapped under the KEK.
+    pub wrapped: WrappedKey,
+    /// Encryptions reserved under this version: an upper bound of the
+    /// encryptions made with it (sessions reserve blocks ahead of use).
+    pub uses: u64,
 }
 
 /// Checks a scope name: non-empty, at most [`MAX_SCOPE_LEN`] bytes.
@@ -116,18 +154,24 @@ impl Header {
         out.extend_from_slice(&self.kdf.salt);
         out.extend_from_slice(&self.kek_version.to_be_bytes());
         out.extend_from_slice(&self.generation.to_be_bytes());
-        out.push(1);
+        out.push(if self.recovery.is_some() { 2 } else { 1 });
         out.push(WRAP_KIND_PASSPHRASE);
         out.extend_from_slice(&self.kek_wrap.0);
+        if let Some(r) = &self.recovery {
+            out.push(WRAP_KIND_RECOVERY);
+            out.extend_from_slice(&r.public);
+            out.extend_from_slice(&r.ephemeral);
+            out.extend_from_slice(&r.wrapped.0);
+        }
         out
     }
 
-    fn decode(r: &mut Reader<'_>) -> Result<Self> {
+    fn decode(r: &mut Reader<'_>) -> Result<(Self, u16)> {
         if r.take(4)? != MAGIC {
             return Err(Error::integrity("not a backendenc keyring (bad magic)"));
         }
         let format = r.u16()?;
-        if format != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&format) {
             return Err(Error::integrity(format!("unsupported keyring format version {format}")));
         }
         let tenant = TenantKey::from_bytes(r.array()?);
@@ -140,15 +184,29 @@ impl Header {
         let kek_version = r.u32()?;
         let generation = r.u64()?;
         let wraps = r.u8()?;
-        if wraps != 1 {
-            return Err(Error::integrity(format!("keyring has {wraps} key wraps; this version reads exactly 1")));
+        let max_wraps = if format == 1 { 1 } else { 2 };
+        if wraps == 0 || wraps > max_wraps {
+            return Err(Error::integrity(format!(
+                "keyring has {wraps} key wraps; format {format} allows 1 to {max_wraps}"
+            )));
         }
         let kind = r.u8()?;
         if kind != WRAP_KIND_PASSPHRASE {
-            return Err(Error::integrity(format!("unknown key wrap kind {kind}")));
+            return Err(Error::integrity(format!("the first key wrap has kind {kind}, not the passphrase wrap")));
         }
         let kek_wrap = WrappedKey(r.array()?);
-        Ok(Header { tenant, kdf: KdfParams { iterations, salt }, kek_version, generation, kek_wrap })
+        let recovery = if wraps == 2 {
+            let kind = r.u8()?;
+            if kind != WRAP_KIND_RECOVERY {
+                return Err(Error::integrity(format!("unknown key wrap kind {kind}")));
+            }
+            Some(RecoveryWrap { public: r.array()?, ephemeral: r.array()?, wrapped: WrappedKey(r.array()?) })
+        } else {
+            None
+        };
+        let header =
+            Header { tenant, kdf: KdfParams { iterations, salt }, kek_version, generation, kek_wrap, recovery };
+        Ok((header, format))
     }
 
     fn body_key_info(&self) -> Vec<u8> {
@@ -161,6 +219,9 @@ impl Header {
 pub struct SealedKeyring {
     /// The parsed header.
     pub header: Header,
+    /// The format version of the file (older formats are rewritten as the
+    /// current one on the next write).
+    pub format: u16,
     header_bytes: Vec<u8>,
     sealed_body: Vec<u8>,
 }
@@ -176,7 +237,7 @@ impl SealedKeyring {
             return Err(Error::integrity("keyring file is corrupted (checksum mismatch)"));
         }
         let mut r = Reader(content);
-        let header = Header::decode(&mut r)?;
+        let (header, format) = Header::decode(&mut r)?;
         let header_bytes = content[..content.len() - r.0.len()].to_vec();
         let body_len = r.u32()? as usize;
         let sealed_body = r.take(body_len)?.to_vec();
@@ -186,7 +247,7 @@ impl SealedKeyring {
         if &header.tenant != tenant {
             return Err(Error::integrity("keyring belongs to another tenant"));
         }
-        Ok(SealedKeyring { header, header_bytes, sealed_body })
+        Ok(SealedKeyring { header, format, header_bytes, sealed_body })
     }
 
     /// Opens the body with the KEK the header's wrap yielded.
@@ -195,7 +256,7 @@ impl SealedKeyring {
         let plain = body_key
             .open(&self.sealed_body, &bind(BODY_AAD_LABEL, &[&self.header_bytes]))
             .ok_or_else(|| Error::integrity("keyring body failed authentication"))?;
-        Body::decode(&plain)
+        Body::decode(&plain, self.format)
     }
 }
 
@@ -221,16 +282,22 @@ impl Body {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(&keys.current.to_be_bytes());
             out.extend_from_slice(&keys.min_decryption.to_be_bytes());
+            out.extend_from_slice(&keys.auto_rotate_after.to_be_bytes());
             out.extend_from_slice(&u32::try_from(keys.deks.len()).expect("version count fits u32").to_be_bytes());
-            for (version, wrapped) in &keys.deks {
+            for (version, dek) in &keys.deks {
                 out.extend_from_slice(&version.to_be_bytes());
-                out.extend_from_slice(&wrapped.0);
+                out.extend_from_slice(&dek.wrapped.0);
+                out.extend_from_slice(&dek.uses.to_be_bytes());
             }
         }
+        let audit_key = self.audit_key.as_ref().expect("the audit key is set before every write");
+        out.extend_from_slice(&audit_key.0);
+        out.extend_from_slice(&self.audit_seq.to_be_bytes());
+        out.extend_from_slice(&self.audit_head);
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self> {
+    fn decode(bytes: &[u8], format: u16) -> Result<Self> {
         let mut r = Reader(bytes);
         let mut scopes = BTreeMap::new();
         for _ in 0..r.u32()? {
@@ -241,24 +308,29 @@ impl Body {
             validate_scope(&name).map_err(|_| Error::integrity("keyring holds an invalid scope name"))?;
             let current = r.u32()?;
             let min_decryption = r.u32()?;
+            let auto_rotate_after = if format >= 2 { r.u64()? } else { 0 };
             let mut deks = BTreeMap::new();
             for _ in 0..r.u32()? {
                 let version = r.u32()?;
-                if deks.insert(version, WrappedKey(r.array::<WRAPPED_KEY_LEN>()?)).is_some() {
+                let wrapped = WrappedKey(r.array::<WRAPPED_KEY_LEN>()?);
+                let uses = if format >= 2 { r.u64()? } else { 0 };
+                if deks.insert(version, DekEntry { wrapped, uses }).is_some() {
                     return Err(Error::integrity("keyring holds a key version twice"));
                 }
             }
             if !deks.contains_key(&current) || min_decryption > current {
                 return Err(Error::integrity("keyring scope entry is inconsistent"));
             }
-            if scopes.insert(name, ScopeKeys { current, min_decryption, deks }).is_some() {
+            if scopes.insert(name, ScopeKeys { current, min_decryption, auto_rotate_after, deks }).is_some() {
                 return Err(Error::integrity("keyring holds a scope twice"));
             }
         }
+        let (audit_key, audit_seq, audit_head) =
+            if format >= 2 { (Some(AuditKeyBytes(r.array()?)), r.u64()?, r.array()?) } else { (None, 0, [0; 32]) };
         if !r.0.is_empty() {
             return Err(Error::integrity("keyring body has trailing bytes"));
         }
-        Ok(Body { scopes })
+        Ok(Body { scopes, audit_key, audit_seq, audit_head })
     }
 }
 
@@ -302,12 +374,14 @@ mod tests {
         let kdf = KdfParams { iterations: 1000, salt: [9; SALT_LEN] };
         let mk = MasterKey::generate().unwrap();
         let kek_wrap = mk.wrap_kek(&kek, &kek_wrap_aad(&tenant, &kdf, 1)).unwrap();
-        let mut body = Body::default();
+        let mut body = Body { audit_key: Some(AuditKeyBytes([3; 32])), audit_seq: 4, ..Body::default() };
         let dek = crate::keys::DataEncryptionKey::generate().unwrap();
         let wrapped = kek.wrap_dek(&dek, &dek_wrap_aad(&tenant, "memory", 1, 1)).unwrap();
-        body.scopes
-            .insert("memory".into(), ScopeKeys { current: 1, min_decryption: 1, deks: BTreeMap::from([(1, wrapped)]) });
-        (Header { tenant, kdf, kek_version: 1, generation: 7, kek_wrap }, body, kek)
+        let deks = BTreeMap::from([(1, DekEntry { wrapped, uses: 1024 })]);
+        body.scopes.insert("memory".into(), ScopeKeys { current: 1, min_decryption: 1, auto_rotate_after: 0, deks });
+        let recovery =
+            Some(RecoveryWrap { public: [5; 32], ephemeral: [6; 32], wrapped: WrappedKey([7; WRAPPED_KEY_LEN]) });
+        (Header { tenant, kdf, kek_version: 1, generation: 7, kek_wrap, recovery }, body, kek)
     }
 
     #[test]

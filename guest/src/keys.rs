@@ -85,6 +85,11 @@ secret_key!(
     BodyKey
 );
 
+secret_key!(
+    /// `HKDF-SHA256(X25519 shared secret, info)`: wraps the KEK for the recovery key.
+    RecoveryWrapKey
+);
+
 /// A key sealed under another: `nonce ‖ AES-256-GCM(key, aad)`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct WrappedKey(pub [u8; WRAPPED_KEY_LEN]);
@@ -121,6 +126,27 @@ impl KeyEncryptionKey {
             .expand(info, okm.as_mut())
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         BodyKey::from_bytes(*okm)
+    }
+}
+
+impl RecoveryWrapKey {
+    /// `HKDF-SHA256(ikm = shared, salt = none, info)`.
+    pub fn derive(shared: &[u8; KEY_LEN], info: &[u8]) -> Self {
+        let mut okm = Zeroizing::new([0u8; KEY_LEN]);
+        Hkdf::<Sha256>::new(None, shared)
+            .expand(info, okm.as_mut())
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        RecoveryWrapKey::from_bytes(*okm)
+    }
+
+    /// Wraps the KEK for the recovery key.
+    pub fn wrap_kek(&self, kek: &KeyEncryptionKey, aad: &[u8]) -> Result<WrappedKey> {
+        wrap(self.expose_secret(), kek.expose_secret(), aad)
+    }
+
+    /// Unwraps the KEK; failure means the wrong recovery key or an altered wrap.
+    pub fn unwrap_kek(&self, wrapped: &WrappedKey, aad: &[u8]) -> Result<KeyEncryptionKey> {
+        unwrap(self.expose_secret(), wrapped, aad).map(KeyEncryptionKey::from_bytes).ok_or(Error::BadRecoveryKey)
     }
 }
 

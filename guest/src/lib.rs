@@ -10,14 +10,20 @@
 #![deny(missing_docs)]
 
 pub mod aad;
+pub mod audit;
 pub mod envelope;
 pub mod error;
 pub mod kdf;
 pub mod keyring;
 pub mod keys;
+pub mod recovery;
+pub mod session;
 pub mod storage;
 pub mod tenant;
 pub mod vault;
+
+#[cfg(test)]
+mod lifecycle_tests;
 
 // The WIT glue: generated bindings use `unsafe`; nothing else may.
 #[cfg(target_arch = "wasm32")]
@@ -25,7 +31,8 @@ pub mod vault;
 mod component;
 
 pub use error::{Error, Result};
-pub use vault::{InitOptions, Session, TenantStatus, Vault};
+pub use session::{Session, TenantStatus};
+pub use vault::{InitOptions, Vault};
 
 /// Where the component expects the vault directory (a WASI preopen).
 pub const GUEST_VAULT_ROOT: &str = "/vault";

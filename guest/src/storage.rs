@@ -12,12 +12,73 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::keyring::MAX_FILE_LEN;
 
+/// Fault injection for the crash-safety tests: every write step calls
+/// [`fault::point`]; a test arms a countdown, the step it reaches fails, and
+/// from then on every step fails and no cleanup runs, as if the process had
+/// been killed there. Compiled to nothing outside tests.
+pub(crate) mod fault {
+    #[cfg(test)]
+    thread_local! {
+        static COUNTDOWN: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+        static DEAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Fails the `n`th write step from now (0 = the next one).
+    #[cfg(test)]
+    pub fn arm(n: u32) {
+        COUNTDOWN.set(Some(n));
+        DEAD.set(false);
+    }
+
+    /// Stops injecting; returns whether a fault fired since `arm`.
+    #[cfg(test)]
+    pub fn disarm() -> bool {
+        COUNTDOWN.set(None);
+        DEAD.replace(false)
+    }
+
+    /// A write step.
+    #[inline]
+    pub fn point() -> std::io::Result<()> {
+        #[cfg(test)]
+        {
+            if DEAD.get() {
+                return Err(std::io::Error::other("injected crash"));
+            }
+            match COUNTDOWN.get() {
+                Some(0) => {
+                    DEAD.set(true);
+                    return Err(std::io::Error::other("injected crash"));
+                }
+                Some(n) => COUNTDOWN.set(Some(n - 1)),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the simulated process is dead (cleanup must not run).
+    #[inline]
+    pub fn dead() -> bool {
+        #[cfg(test)]
+        {
+            DEAD.get()
+        }
+        #[cfg(not(test))]
+        {
+            false
+        }
+    }
+}
+
 /// File name of the keyring inside the tenant directory.
 pub const KEYRING_FILE: &str = "keyring";
 /// File name of the writer lock.
 pub const LOCK_FILE: &str = "keyring.lock";
 /// Temporary file a new keyring is written to before the rename.
 pub const TEMP_FILE: &str = "keyring.tmp";
+/// How many times (10 ms apart) a writer retries a held lock before `Busy`.
+const LOCK_RETRIES: u32 = 200;
 
 /// One tenant's directory.
 #[derive(Clone, Debug)]
@@ -57,17 +118,30 @@ impl TenantDir {
         Ok(Some(bytes))
     }
 
-    /// Takes the writer lock, or fails with `Busy` naming the lock file.
+    /// Takes the keyring's writer lock, or fails with `Busy` naming the lock file.
     pub fn lock(&self) -> Result<WriterLock> {
-        let path = self.dir.join(LOCK_FILE);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(_) => Ok(WriterLock { path }),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::Busy(format!(
-                "{} exists: another writer is active, or one crashed; remove the file if no backendenc process is running",
-                path.display()
-            ))),
-            Err(e) => Err(Error::io("create lock file", &path, e)),
+        self.lock_named(LOCK_FILE)
+    }
+
+    /// Takes the lock file `name`. Another holder is waited for briefly
+    /// (writes are short); a lock that stays is reported, never broken.
+    pub fn lock_named(&self, name: &str) -> Result<WriterLock> {
+        let path = self.dir.join(name);
+        for attempt in 0..=LOCK_RETRIES {
+            fault::point().map_err(|e| Error::io("create lock file", &path, e))?;
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(_) => return Ok(WriterLock { path }),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < LOCK_RETRIES => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => break,
+                Err(e) => return Err(Error::io("create lock file", &path, e)),
+            }
         }
+        Err(Error::Busy(format!(
+            "{} exists: another writer is active, or one crashed; remove the file if no backendenc process is running",
+            path.display()
+        )))
     }
 
     /// Atomically replaces the keyring with `bytes`. Requires the lock.
@@ -75,18 +149,26 @@ impl TenantDir {
         let tmp = self.dir.join(TEMP_FILE);
         let dst = self.dir.join(KEYRING_FILE);
         let written = (|| {
+            fault::point()?;
             let mut f = File::create(&tmp)?;
+            fault::point()?;
             f.write_all(bytes)?;
+            fault::point()?;
             f.sync_all()
         })();
         if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
+            if !fault::dead() {
+                let _ = fs::remove_file(&tmp);
+            }
             return Err(Error::io("write", &tmp, e));
         }
-        if let Err(e) = fs::rename(&tmp, &dst) {
-            let _ = fs::remove_file(&tmp);
+        if let Err(e) = fault::point().and_then(|()| fs::rename(&tmp, &dst)) {
+            if !fault::dead() {
+                let _ = fs::remove_file(&tmp);
+            }
             return Err(Error::io("rename into place", &dst, e));
         }
+        fault::point().map_err(|e| Error::io("sync directory", &self.dir, e))?;
         sync_dir(&self.dir)
     }
 }
@@ -123,13 +205,15 @@ impl WriterLock {
     pub fn release(self) -> Result<()> {
         let path = self.path.clone();
         std::mem::forget(self);
-        fs::remove_file(&path).map_err(|e| Error::io("remove lock file", &path, e))
+        fault::point().and_then(|()| fs::remove_file(&path)).map_err(|e| Error::io("remove lock file", &path, e))
     }
 }
 
 impl Drop for WriterLock {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if !fault::dead() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -34,6 +34,12 @@ pub enum Error {
     /// The session is locked (explicitly, idle, or re-keyed); unlock again.
     #[error("session is locked: unlock the tenant again")]
     Locked,
+    /// The recovery key does not open this keyring (or none is set).
+    #[error("wrong recovery key (or this tenant has none)")]
+    BadRecoveryKey,
+    /// The envelope's key version is retired (below the scope's minimum decryption version).
+    #[error("key retired: {0}")]
+    Retired(String),
     /// A call ran longer than the configured CPU bound; the session was dropped.
     #[error("the vault component exceeded its time limit of {0} s; the session was locked")]
     Timeout(u64),
@@ -58,6 +64,8 @@ impl From<backendenc_guest::Error> for Error {
             G::Storage(m) => Error::Storage(m),
             G::InvalidArgument(m) => Error::InvalidArgument(m),
             G::Locked => Error::Locked,
+            G::BadRecoveryKey => Error::BadRecoveryKey,
+            G::Retired(m) => Error::Retired(m),
             other => Error::Runtime(other.to_string()),
         }
     }

@@ -31,7 +31,7 @@ pub use backendenc_guest::InitOptions;
 pub use backendenc_guest::kdf::{DEFAULT_ITERATIONS, MIN_ITERATIONS};
 pub use error::{Error, Result};
 pub use runtime::Runtime;
-pub use vault::{ScopeStatus, Session, TenantStatus, Vault, VaultOptions};
+pub use vault::{AuditEntry, Retired, ScopeStatus, Session, TenantStatus, Vault, VaultOptions, VersionStatus};
 
 /// The text armor (`bkenc:v1:…`) of a binary envelope. Pure encoding: no keys.
 pub fn armor(envelope: &[u8]) -> Result<String> {

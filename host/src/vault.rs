@@ -72,6 +72,8 @@ pub struct TenantStatus {
     pub generation: u64,
     /// KEK version.
     pub kek_version: u32,
+    /// Whether a recovery key is set.
+    pub recovery_key: bool,
     /// Scopes with their key versions.
     pub scopes: Vec<ScopeStatus>,
 }
@@ -85,8 +87,43 @@ pub struct ScopeStatus {
     pub current_version: u32,
     /// Lowest version that decrypts.
     pub min_decryption_version: u32,
-    /// Every version held.
-    pub versions: Vec<u32>,
+    /// Rotate automatically at this many encryptions of the current version (0: never).
+    pub auto_rotate_after: u64,
+    /// Every version held, with its usage.
+    pub versions: Vec<VersionStatus>,
+}
+
+/// One key version in [`ScopeStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionStatus {
+    /// Version number.
+    pub version: u32,
+    /// Encryptions under it, at most (counted in reserved blocks).
+    pub encryptions: u64,
+}
+
+/// What [`Session::retire`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Retired {
+    /// The scope's minimum decryption version now.
+    pub min_decryption_version: u32,
+    /// Versions whose keys this call destroyed.
+    pub destroyed: Vec<u32>,
+}
+
+/// One verified line of a tenant's audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    /// What happened.
+    pub event: String,
+    /// `key=value` details (scopes by name where the session knows them).
+    pub details: String,
+    /// False only for lines written without the key (failed unlocks).
+    pub authenticated: bool,
 }
 
 impl Vault {
@@ -129,19 +166,25 @@ impl Vault {
             return Err(Error::AlreadyInitialized);
         }
         let staging = self.staging_dir()?;
-        let opts = wit::InitOptions {
-            iterations: options.iterations,
-            insecure_allow_low_iterations_for_testing: options.insecure_allow_low_iterations_for_testing,
-        };
-        let result = self
-            .open_session_in(tenant, &staging, |b, store| {
-                b.backendenc_vault_vault().call_init(store, user, channel, passphrase, opts)
-            })
-            .and_then(|session| self.publish(&staging, &rel).map(|()| session));
-        if result.is_err() {
-            let _ = self.inner.root_dir.remove_dir_all(&staging);
+        let opts = wit_options(options);
+        let session = self.open_session_in(tenant, &staging, |b, store| {
+            b.backendenc_vault_vault().call_init(store, user, channel, passphrase, opts)
+        });
+        let published = session.and_then(|session| match self.publish(&staging, &rel) {
+            Ok(()) => Ok(session),
+            Err(e) => {
+                // Close the instance (it writes its last audit line) before its directory goes.
+                session.lock();
+                Err(e)
+            }
+        });
+        match published {
+            Ok(session) => Ok(self.register(session)),
+            Err(e) => {
+                let _ = self.inner.root_dir.remove_dir_all(&staging);
+                Err(e)
+            }
         }
-        result
     }
 
     /// A fresh, empty, private directory under `tenants/` for an enrolment.
@@ -179,9 +222,32 @@ impl Vault {
             return Err(Error::NotInitialized);
         }
         let rel = tenant.relative_dir();
-        self.open_session_in(tenant, &rel, |b, store| {
+        let session = self.open_session_in(tenant, &rel, |b, store| {
             b.backendenc_vault_vault().call_unlock(store, user, channel, passphrase)
-        })
+        })?;
+        Ok(self.register(session))
+    }
+
+    /// Sets a new passphrase for (user, channel) with its recovery key, and
+    /// returns the unlocked session. Replaces any session the vault held.
+    pub fn recover(
+        &self,
+        user: &str,
+        channel: &str,
+        recovery_key: &str,
+        new_passphrase: &[u8],
+        options: InitOptions,
+    ) -> Result<Session> {
+        let tenant = TenantKey::derive(user, channel)?;
+        if !self.inner.root_dir.exists(tenant.relative_dir().join(backendenc_guest::storage::KEYRING_FILE)) {
+            return Err(Error::NotInitialized);
+        }
+        let rel = tenant.relative_dir();
+        let opts = wit_options(options);
+        let session = self.open_session_in(tenant, &rel, |b, store| {
+            b.backendenc_vault_vault().call_recover(store, user, channel, recovery_key, new_passphrase, opts)
+        })?;
+        Ok(self.register(session))
     }
 
     /// The unlocked session of (user, channel), if there is one.
@@ -221,18 +287,23 @@ impl Vault {
             Ok(Err(e)) => return Err(from_wit(e)),
             Err(trap) => return Err(classify_trap(trap, timeout)),
         };
-        let session = Session {
+        Ok(Session {
             inner: Arc::new(SessionInner {
                 tenant,
                 slot: Mutex::new(Some(Slot { store, bindings, handle })),
                 last_used: Mutex::new(Instant::now()),
                 call_timeout: timeout,
             }),
-        };
-        if let Some(previous) = self.sessions().insert(tenant, session.clone()) {
+        })
+    }
+
+    /// Makes `session` the tenant's session in this vault, locking any previous one.
+    fn register(&self, session: Session) -> Session {
+        let previous = self.sessions().insert(session.inner.tenant, session.clone());
+        if let Some(previous) = previous {
             previous.lock();
         }
-        Ok(session)
+        session
     }
 
     /// A fresh instance whose only preopen is `dir`, the tenant's own
@@ -332,6 +403,7 @@ impl Session {
             iterations: s.iterations,
             generation: s.generation,
             kek_version: s.kek_version,
+            recovery_key: s.recovery_key,
             scopes: s
                 .scopes
                 .into_iter()
@@ -339,10 +411,81 @@ impl Session {
                     name: sc.name,
                     current_version: sc.current_version,
                     min_decryption_version: sc.min_decryption_version,
-                    versions: sc.versions,
+                    auto_rotate_after: sc.auto_rotate_after,
+                    versions: sc
+                        .versions
+                        .into_iter()
+                        .map(|v| VersionStatus { version: v.version, encryptions: v.encryptions })
+                        .collect(),
                 })
                 .collect(),
         })
+    }
+
+    /// Sets a new passphrase (new salt, optionally a new iteration count).
+    /// Only the KEK's wrap changes: no data key, no ciphertext.
+    pub fn change_passphrase(&self, new_passphrase: &[u8], options: InitOptions) -> Result<()> {
+        let opts = wit_options(options);
+        self.call(|s, store, h| s.call_change_passphrase(store, h, new_passphrase, opts))
+    }
+
+    /// Adds a key version to `scope` and makes it the one `encrypt` uses.
+    pub fn rotate(&self, scope: &str) -> Result<u32> {
+        self.call(|s, store, h| s.call_rotate(store, h, scope))
+    }
+
+    /// Sets the scope's minimum decryption version to `below`; with
+    /// `destroy`, deletes the keys of older versions for good.
+    pub fn retire(&self, scope: &str, below: u32, destroy: bool) -> Result<Retired> {
+        let r = self.call(|s, store, h| s.call_retire(store, h, scope, below, destroy))?;
+        Ok(Retired { min_decryption_version: r.min_decryption_version, destroyed: r.destroyed })
+    }
+
+    /// Rotates `scope` automatically after `after` encryptions per version (0: never).
+    pub fn set_auto_rotate(&self, scope: &str, after: u64) -> Result<()> {
+        self.call(|s, store, h| s.call_set_auto_rotate(store, h, scope, after))
+    }
+
+    /// Re-encrypts `(envelope, aad)` items under the scope's current key
+    /// version inside the component. One result per item.
+    pub fn rewrap(&self, scope: &str, items: &[(&[u8], &[u8])]) -> Result<Vec<Result<Vec<u8>>>> {
+        let items: Vec<wit::RewrapItem> =
+            items.iter().map(|(e, a)| wit::RewrapItem { envelope: e.to_vec(), aad: a.to_vec() }).collect();
+        let out = self.call(|s, store, h| s.call_rewrap(store, h, scope, &items))?;
+        Ok(out.into_iter().map(|r| r.map_err(from_wit)).collect())
+    }
+
+    /// Replaces the KEK (every data key is rewrapped); needs the passphrase.
+    /// Other sessions of this tenant lock themselves on their next keyring access.
+    pub fn rotate_kek(&self, passphrase: &[u8]) -> Result<u32> {
+        self.call(|s, store, h| s.call_rotate_kek(store, h, passphrase))
+    }
+
+    /// Creates (or replaces) the recovery key and returns it, to be shown
+    /// to a person once: it is stored nowhere.
+    pub fn add_recovery_key(&self) -> Result<Zeroizing<String>> {
+        self.call(|s, store, h| s.call_add_recovery_key(store, h)).map(Zeroizing::new)
+    }
+
+    /// Removes the recovery key.
+    pub fn remove_recovery_key(&self) -> Result<()> {
+        self.call(|s, store, h| s.call_remove_recovery_key(store, h))
+    }
+
+    /// The tenant's audit log, verified (an edited or truncated log is an
+    /// integrity error).
+    pub fn audit_log(&self) -> Result<Vec<AuditEntry>> {
+        let entries = self.call(|s, store, h| s.call_audit_log(store, h))?;
+        Ok(entries
+            .into_iter()
+            .map(|e| AuditEntry {
+                seq: e.seq,
+                time: e.time,
+                event: e.event,
+                details: e.details,
+                authenticated: e.authenticated,
+            })
+            .collect())
     }
 
     /// Zeroizes the keys and frees the instance. Later calls fail with `Locked`.
@@ -419,6 +562,15 @@ pub(crate) fn from_wit(e: wit::Error) -> Error {
         wit::Error::Storage(m) => Error::Storage(m),
         wit::Error::InvalidArgument(m) => Error::InvalidArgument(m),
         wit::Error::Locked => Error::Locked,
+        wit::Error::BadRecoveryKey => Error::BadRecoveryKey,
+        wit::Error::KeyRetired(m) => Error::Retired(m),
+    }
+}
+
+fn wit_options(options: InitOptions) -> wit::InitOptions {
+    wit::InitOptions {
+        iterations: options.iterations,
+        insecure_allow_low_iterations_for_testing: options.insecure_allow_low_iterations_for_testing,
     }
 }
 

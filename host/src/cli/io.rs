@@ -8,6 +8,8 @@ use zeroize::Zeroizing;
 
 /// Environment variable holding the passphrase (for scripts).
 pub const PASSPHRASE_ENV: &str = "BACKENDENC_PASSPHRASE";
+/// Environment variable holding a new passphrase (passwd, recover).
+pub const NEW_PASSPHRASE_ENV: &str = "BACKENDENC_NEW_PASSPHRASE";
 
 /// A CLI failure: a library error or a message. Displayed as one line.
 #[derive(Debug)]
@@ -27,8 +29,8 @@ impl CliError {
     /// (2 is clap's usage error).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Vault(backendenc::Error::BadPassphrase) => 3,
-            CliError::Vault(backendenc::Error::Integrity(_)) => 4,
+            CliError::Vault(backendenc::Error::BadPassphrase | backendenc::Error::BadRecoveryKey) => 3,
+            CliError::Vault(backendenc::Error::Integrity(_) | backendenc::Error::Retired(_)) => 4,
             _ => 1,
         }
     }
@@ -81,27 +83,59 @@ impl<'a> Passphrases<'a> {
         Ok(first)
     }
 
-    fn non_interactive(&self) -> Result<Option<Zeroizing<Vec<u8>>>, CliError> {
-        if let Some(path) = self.file {
-            let mut bytes = Zeroizing::new(
-                std::fs::read(path)
-                    .map_err(|e| CliError::msg(format!("cannot read passphrase file {}: {e}", path.display())))?,
-            );
-            strip_one_newline(&mut bytes);
-            return Ok(Some(bytes));
+    /// A replacement passphrase: `file`, else `$BACKENDENC_NEW_PASSPHRASE`,
+    /// else asked twice on the terminal.
+    pub fn replacement(&self, file: Option<&Path>, user: &str, channel: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
+        if let Some(p) = read_secret_source(file, NEW_PASSPHRASE_ENV, "new passphrase")? {
+            return Ok(p);
         }
-        #[cfg(unix)]
-        if let Some(v) = std::env::var_os(PASSPHRASE_ENV) {
-            use std::os::unix::ffi::OsStringExt;
-            return Ok(Some(Zeroizing::new(v.into_vec())));
+        let first = prompt(&format!("New passphrase for {user}/{channel}: "))?;
+        let second = prompt("Repeat the new passphrase: ")?;
+        if first != second {
+            return Err(CliError::msg("the two passphrases differ; nothing was changed"));
         }
-        #[cfg(not(unix))]
-        if let Some(v) = std::env::var_os(PASSPHRASE_ENV) {
-            let s = v.into_string().map_err(|_| CliError::msg(format!("{PASSPHRASE_ENV} is not valid Unicode")))?;
-            return Ok(Some(Zeroizing::new(s.into_bytes())));
-        }
-        Ok(None)
+        Ok(first)
     }
+
+    fn non_interactive(&self) -> Result<Option<Zeroizing<Vec<u8>>>, CliError> {
+        read_secret_source(self.file, PASSPHRASE_ENV, "passphrase")
+    }
+}
+
+/// The recovery key from `file`, else a no-echo prompt.
+pub fn read_recovery_key(file: Option<&Path>) -> Result<Zeroizing<String>, CliError> {
+    let bytes = match file {
+        Some(_) => read_secret_source(file, "", "recovery key")?.expect("a file was given"),
+        None => prompt("Recovery key: ")?,
+    };
+    String::from_utf8(bytes.to_vec()).map(Zeroizing::new).map_err(|_| CliError::msg("the recovery key is not text"))
+}
+
+/// A secret from `file` (one trailing newline dropped), else from the
+/// environment variable `env` (when `env` names one), else `None`.
+fn read_secret_source(file: Option<&Path>, env: &str, what: &str) -> Result<Option<Zeroizing<Vec<u8>>>, CliError> {
+    if let Some(path) = file {
+        let mut bytes = Zeroizing::new(
+            std::fs::read(path)
+                .map_err(|e| CliError::msg(format!("cannot read {what} file {}: {e}", path.display())))?,
+        );
+        strip_one_newline(&mut bytes);
+        return Ok(Some(bytes));
+    }
+    if env.is_empty() {
+        return Ok(None);
+    }
+    #[cfg(unix)]
+    if let Some(v) = std::env::var_os(env) {
+        use std::os::unix::ffi::OsStringExt;
+        return Ok(Some(Zeroizing::new(v.into_vec())));
+    }
+    #[cfg(not(unix))]
+    if let Some(v) = std::env::var_os(env) {
+        let s = v.into_string().map_err(|_| CliError::msg(format!("{env} is not valid Unicode")))?;
+        return Ok(Some(Zeroizing::new(s.into_bytes())));
+    }
+    Ok(None)
 }
 
 fn strip_one_newline(bytes: &mut Zeroizing<Vec<u8>>) {

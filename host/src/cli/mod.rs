@@ -32,8 +32,27 @@ enum Command {
     Encrypt(EncryptArgs),
     /// Decrypt a binary or armored envelope from IN; write the plaintext to OUT.
     Decrypt(DecryptArgs),
-    /// Show a tenant's keyring: KDF, generation, scopes and key versions.
+    /// Show a tenant's keyring: KDF, generation, scopes, key versions and usage.
     Status(StatusArgs),
+    /// Change the passphrase (rewraps only the KEK; no data changes).
+    Passwd(PasswdArgs),
+    /// Add a key version to a scope and make it current.
+    Rotate(RotateArgs),
+    /// Stop decrypting envelopes under versions below N (--destroy deletes those keys).
+    Retire(RetireArgs),
+    /// Rotate a scope automatically after N encryptions per version (0: never).
+    AutoRotate(AutoRotateArgs),
+    /// Re-encrypt envelopes under the scope's current version (plaintext stays in the component).
+    Rewrap(RewrapArgs),
+    /// Replace the key-encryption key; every data key is rewrapped.
+    RotateKek(TenantOnly),
+    /// Add, replace or remove the recovery key.
+    #[command(subcommand)]
+    RecoveryKey(RecoveryKeyCommand),
+    /// Set a new passphrase with the recovery key.
+    Recover(RecoverArgs),
+    /// Print the tenant's audit log, verified.
+    Audit(StatusArgs),
     /// A self-contained tour in a temporary vault.
     Demo,
 }
@@ -104,6 +123,120 @@ struct DecryptArgs {
     input: Option<PathBuf>,
 }
 
+/// Where a new passphrase comes from, and its KDF cost.
+#[derive(Args, Debug)]
+struct NewPassphraseArgs {
+    /// Read the new passphrase from this file [default: $BACKENDENC_NEW_PASSPHRASE, else a prompt, asked twice]
+    #[arg(long, value_name = "FILE")]
+    new_passphrase_file: Option<PathBuf>,
+    /// PBKDF2-HMAC-SHA256 iterations for the new passphrase (at least 100000)
+    #[arg(long, default_value_t = backendenc::DEFAULT_ITERATIONS)]
+    iterations: u32,
+    /// Tests only: allow fewer than 100000 iterations.
+    #[arg(long, hide = true)]
+    insecure_low_iterations_for_tests: bool,
+}
+
+impl NewPassphraseArgs {
+    fn options(&self) -> InitOptions {
+        InitOptions {
+            iterations: Some(self.iterations),
+            insecure_allow_low_iterations_for_testing: self.insecure_low_iterations_for_tests,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct TenantOnly {
+    #[command(flatten)]
+    tenant: TenantArgs,
+}
+
+#[derive(Args, Debug)]
+struct PasswdArgs {
+    #[command(flatten)]
+    tenant: TenantArgs,
+    #[command(flatten)]
+    new: NewPassphraseArgs,
+}
+
+#[derive(Args, Debug)]
+struct RotateArgs {
+    #[command(flatten)]
+    tenant: TenantArgs,
+    /// Scope to rotate
+    #[arg(long)]
+    scope: String,
+}
+
+#[derive(Args, Debug)]
+struct RetireArgs {
+    #[command(flatten)]
+    tenant: TenantArgs,
+    /// Scope whose old versions to retire
+    #[arg(long)]
+    scope: String,
+    /// Lowest version that still decrypts
+    #[arg(long, value_name = "N")]
+    below: u32,
+    /// Also delete the keys of the retired versions (irreversible)
+    #[arg(long)]
+    destroy: bool,
+}
+
+#[derive(Args, Debug)]
+struct AutoRotateArgs {
+    #[command(flatten)]
+    tenant: TenantArgs,
+    /// Scope to configure
+    #[arg(long)]
+    scope: String,
+    /// Encryptions per key version before rotating (0: never)
+    #[arg(long, value_name = "N")]
+    after: u64,
+}
+
+#[derive(Args, Debug)]
+struct RewrapArgs {
+    #[command(flatten)]
+    tenant: TenantArgs,
+    /// Scope of the envelopes
+    #[arg(long)]
+    scope: String,
+    /// Associated data the envelopes were sealed with (kept for the new ones)
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    aad: String,
+    /// Output file, replaced atomically [default: stdout]
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<PathBuf>,
+    /// One binary envelope, or armored envelopes one per line [default: stdin]
+    #[arg(value_name = "IN")]
+    input: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum RecoveryKeyCommand {
+    /// Create (or replace) the recovery key and print it once.
+    Add(TenantOnly),
+    /// Remove the recovery key.
+    Remove(TenantOnly),
+}
+
+#[derive(Args, Debug)]
+struct RecoverArgs {
+    /// User id
+    #[arg(long)]
+    user: String,
+    /// Channel id
+    #[arg(long)]
+    channel: String,
+    /// Read the recovery key from this file [default: a prompt on the terminal]
+    #[arg(long, value_name = "FILE")]
+    recovery_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    new: NewPassphraseArgs,
+}
+
 #[derive(Args, Debug)]
 struct StatusArgs {
     #[command(flatten)]
@@ -165,40 +298,151 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             };
             Output::new(None, false)?.write(text.as_bytes())
         }
+        Command::Passwd(a) => {
+            let pass = Passphrases::new(a.tenant.passphrase_file.as_deref());
+            let session = unlock(&vault_dir(), &a.tenant)?;
+            let new = pass.replacement(a.new.new_passphrase_file.as_deref(), &a.tenant.user, &a.tenant.channel)?;
+            session.change_passphrase(&new, a.new.options())?;
+            eprintln!("passphrase changed ({} PBKDF2 iterations); no data key or ciphertext changed", a.new.iterations);
+            Ok(())
+        }
+        Command::Rotate(a) => {
+            let version = unlock(&vault_dir(), &a.tenant)?.rotate(&a.scope)?;
+            eprintln!("scope {:?} now encrypts under key version {version}", a.scope);
+            Ok(())
+        }
+        Command::Retire(a) => {
+            let r = unlock(&vault_dir(), &a.tenant)?.retire(&a.scope, a.below, a.destroy)?;
+            let destroyed = match r.destroyed.as_slice() {
+                [] => String::new(),
+                v => format!("; destroyed the keys of versions {v:?}"),
+            };
+            eprintln!("scope {:?} decrypts from version {}{destroyed}", a.scope, r.min_decryption_version);
+            Ok(())
+        }
+        Command::AutoRotate(a) => {
+            unlock(&vault_dir(), &a.tenant)?.set_auto_rotate(&a.scope, a.after)?;
+            match a.after {
+                0 => eprintln!("scope {:?}: automatic rotation off", a.scope),
+                n => eprintln!("scope {:?}: rotates after {n} encryptions per key version", a.scope),
+            }
+            Ok(())
+        }
+        Command::Rewrap(a) => rewrap(&vault_dir(), a),
+        Command::RotateKek(a) => {
+            let passphrase =
+                Passphrases::new(a.tenant.passphrase_file.as_deref()).passphrase(&a.tenant.user, &a.tenant.channel)?;
+            let session = open_vault(&vault_dir())?.unlock(&a.tenant.user, &a.tenant.channel, &passphrase)?;
+            let version = session.rotate_kek(&passphrase)?;
+            eprintln!("key-encryption key replaced (now version {version}); every data key was rewrapped");
+            Ok(())
+        }
+        Command::RecoveryKey(RecoveryKeyCommand::Add(a)) => {
+            let session = unlock(&vault_dir(), &a.tenant)?;
+            let key = session.add_recovery_key()?;
+            Output::new(None, false)?.write(format!("{}\n", key.as_str()).as_bytes())?;
+            eprintln!(
+                "This recovery key is shown once and stored nowhere. Write it down and keep it apart from the passphrase."
+            );
+            Ok(())
+        }
+        Command::RecoveryKey(RecoveryKeyCommand::Remove(a)) => {
+            unlock(&vault_dir(), &a.tenant)?.remove_recovery_key()?;
+            eprintln!("recovery key removed");
+            Ok(())
+        }
+        Command::Recover(a) => {
+            let key = io::read_recovery_key(a.recovery_key_file.as_deref())?;
+            let new = Passphrases::new(None).replacement(a.new.new_passphrase_file.as_deref(), &a.user, &a.channel)?;
+            let vault = open_vault(&vault_dir())?;
+            vault.recover(&a.user, &a.channel, &key, &new, a.new.options())?;
+            eprintln!("passphrase reset with the recovery key; the recovery key stays valid until replaced or removed");
+            Ok(())
+        }
+        Command::Audit(a) => {
+            let entries = unlock(&vault_dir(), &a.tenant)?.audit_log()?;
+            let text = if a.json {
+                serde_json::to_string_pretty(&entries).expect("audit entries serialise to JSON") + "\n"
+            } else {
+                entries
+                    .iter()
+                    .map(|e| {
+                        let mark = if e.authenticated { "" } else { "  (unauthenticated: written without the key)" };
+                        format!("{:>5} {} {} {}{mark}\n", e.seq, e.time, e.event, e.details)
+                    })
+                    .collect()
+            };
+            Output::new(None, false)?.write(text.as_bytes())
+        }
         Command::Demo => demo::run(),
     }
 }
 
-fn unlock(vault_dir: &std::path::Path, t: &TenantArgs) -> Result<backendenc::Session, CliError> {
-    let passphrase = Passphrases::new(t.passphrase_file.as_deref()).passphrase(&t.user, &t.channel)?;
+fn rewrap(vault_dir: &std::path::Path, a: RewrapArgs) -> Result<(), CliError> {
+    let output = Output::new(a.output.as_deref(), false)?;
+    let input = Input::new(a.input.as_deref()).read_all()?;
+    let session = unlock(vault_dir, &a.tenant)?;
+    let armored = input.trim_ascii_start().starts_with(b"bkenc:");
+    let envelopes: Vec<&[u8]> = if armored {
+        input.split(|b| *b == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty()).collect()
+    } else {
+        vec![&input[..]]
+    };
+    let items: Vec<(&[u8], &[u8])> = envelopes.iter().map(|e| (*e, a.aad.as_bytes())).collect();
+    let results = session.rewrap(&a.scope, &items)?;
+    let mut out = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        let env =
+            r.map_err(|e| CliError::msg(format!("envelope {} of {}: {e}; nothing was written", i + 1, items.len())))?;
+        if armored {
+            out.extend_from_slice(backendenc::armor(&env)?.as_bytes());
+            out.push(b'\n');
+        } else {
+            out = env;
+        }
+    }
+    output.write(&out)?;
+    eprintln!("rewrapped {} envelope(s) under the scope's current key version", items.len());
+    Ok(())
+}
+
+fn open_vault(vault_dir: &std::path::Path) -> Result<Vault, CliError> {
     if !vault_dir.is_dir() {
         return Err(CliError::msg(format!("no vault at {} (set --vault or BACKENDENC_VAULT)", vault_dir.display())));
     }
-    let vault = Vault::open(vault_dir)?;
-    Ok(vault.unlock(&t.user, &t.channel, &passphrase)?)
+    Ok(Vault::open(vault_dir)?)
+}
+
+fn unlock(vault_dir: &std::path::Path, t: &TenantArgs) -> Result<backendenc::Session, CliError> {
+    let passphrase = Passphrases::new(t.passphrase_file.as_deref()).passphrase(&t.user, &t.channel)?;
+    Ok(open_vault(vault_dir)?.unlock(&t.user, &t.channel, &passphrase)?)
 }
 
 fn format_status(s: &backendenc::TenantStatus) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "tenant:      {}", s.tenant_key);
-    let _ = writeln!(out, "format:      keyring v{}", s.format_version);
-    let _ = writeln!(out, "kdf:         {} ({} iterations)", s.kdf, s.iterations);
-    let _ = writeln!(out, "kek version: {}", s.kek_version);
-    let _ = writeln!(out, "generation:  {}", s.generation);
+    let _ = writeln!(out, "tenant:       {}", s.tenant_key);
+    let _ = writeln!(out, "format:       keyring v{}", s.format_version);
+    let _ = writeln!(out, "kdf:          {} ({} iterations)", s.kdf, s.iterations);
+    let _ = writeln!(out, "kek version:  {}", s.kek_version);
+    let _ = writeln!(out, "recovery key: {}", if s.recovery_key { "set" } else { "none" });
+    let _ = writeln!(out, "generation:   {}", s.generation);
     if s.scopes.is_empty() {
-        let _ = writeln!(out, "scopes:      (none)");
+        let _ = writeln!(out, "scopes:       (none)");
     }
     for sc in &s.scopes {
-        let versions: Vec<String> = sc.versions.iter().map(u32::to_string).collect();
+        let auto = match sc.auto_rotate_after {
+            0 => "off".to_owned(),
+            n => format!("after {n}"),
+        };
         let _ = writeln!(
             out,
-            "scope {:?}: current v{}, decrypts from v{}, versions [{}]",
-            sc.name,
-            sc.current_version,
-            sc.min_decryption_version,
-            versions.join(", ")
+            "scope {:?}: current v{}, decrypts from v{}, auto-rotate {auto}",
+            sc.name, sc.current_version, sc.min_decryption_version
         );
+        for v in &sc.versions {
+            let _ = writeln!(out, "  v{}: at most {} encryptions", v.version, v.encryptions);
+        }
     }
     out
 }

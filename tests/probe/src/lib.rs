@@ -6,7 +6,9 @@
 
 wit_bindgen::generate!({ world: "backendenc", path: "../../wit" });
 
-use exports::backendenc::vault::vault::{Error, Guest, GuestSession, InitOptions, Session, TenantStatus};
+use exports::backendenc::vault::vault::{
+    AuditEntry, Error, Guest, GuestSession, InitOptions, RetireOutcome, RewrapItem, Session, TenantStatus,
+};
 
 struct Probe;
 struct NoSession;
@@ -49,6 +51,10 @@ impl Guest for Probe {
         Err(run(passphrase))
     }
 
+    fn recover(_: String, _: String, _: String, script: Vec<u8>, _: InitOptions) -> Result<Session, Error> {
+        Err(run(script))
+    }
+
     fn tenant_key(_user: String, _channel: String) -> Result<String, Error> {
         Err(Error::InvalidArgument("probe".into()))
     }
@@ -69,6 +75,33 @@ impl GuestSession for NoSession {
         Err(Error::Locked)
     }
     fn lock(&self) {}
+    fn change_passphrase(&self, _: Vec<u8>, _: InitOptions) -> Result<(), Error> {
+        Err(Error::Locked)
+    }
+    fn rotate(&self, _: String) -> Result<u32, Error> {
+        Err(Error::Locked)
+    }
+    fn retire(&self, _: String, _: u32, _: bool) -> Result<RetireOutcome, Error> {
+        Err(Error::Locked)
+    }
+    fn set_auto_rotate(&self, _: String, _: u64) -> Result<(), Error> {
+        Err(Error::Locked)
+    }
+    fn rewrap(&self, _: String, _: Vec<RewrapItem>) -> Result<Vec<Result<Vec<u8>, Error>>, Error> {
+        Err(Error::Locked)
+    }
+    fn rotate_kek(&self, _: Vec<u8>) -> Result<u32, Error> {
+        Err(Error::Locked)
+    }
+    fn add_recovery_key(&self) -> Result<String, Error> {
+        Err(Error::Locked)
+    }
+    fn remove_recovery_key(&self) -> Result<(), Error> {
+        Err(Error::Locked)
+    }
+    fn audit_log(&self) -> Result<Vec<AuditEntry>, Error> {
+        Err(Error::Locked)
+    }
 }
 
 export!(Probe);
