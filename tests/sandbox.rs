@@ -187,3 +187,19 @@ fn a_cache_directory_open_to_others_is_not_used() {
     assert!(cached_files(&cache).is_empty(), "nothing may be cached in (or loaded from) a world-writable directory");
     assert!(!rt.component_imports().is_empty());
 }
+
+#[test]
+fn an_existing_cache_directory_that_only_we_can_write_is_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let outer = tempfile::tempdir().unwrap();
+    let cache = outer.path().join("readable-cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Runtime::new(Some(&cache)).unwrap();
+    assert_eq!(cached_files(&cache).len(), 1, "a 0755 directory of ours is safe to cache in");
+    // A cached file that others could have written is not loaded, but replaced.
+    let file = &cached_files(&cache)[0];
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    Runtime::new(Some(&cache)).unwrap();
+    assert_eq!(std::fs::metadata(file).unwrap().permissions().mode() & 0o022, 0);
+}

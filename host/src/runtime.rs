@@ -155,7 +155,8 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 
 /// Compiles `wasm`, or loads its precompiled form from `cache_dir`. The
 /// cache key is the component's SHA-256 and the engine's compatibility
-/// hash; the directory must be private (0700, ours) or it is not used.
+/// hash. The directory is created 0700; an existing one is used only if it
+/// is ours and nobody else can write to it, and likewise each cached file.
 fn load_component(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) -> Result<Component> {
     let compile = || Component::new(engine, wasm).map_err(|e| Error::runtime("cannot compile the vault component", e));
     let Some(dir) = cache_dir else { return compile() };
@@ -198,8 +199,10 @@ fn prepare_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() || meta.uid() != current_uid() || meta.permissions().mode() & 0o077 != 0 {
-        return Err(std::io::Error::other("cache directory is not private"));
+    // What matters is who can write here: the compiled code is not secret
+    // (it ships inside this binary), but whoever can write it can run code.
+    if !meta.is_dir() || meta.uid() != current_uid() || meta.permissions().mode() & 0o022 != 0 {
+        return Err(std::io::Error::other("cache directory is writable by others"));
     }
     Ok(())
 }
