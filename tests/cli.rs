@@ -376,3 +376,21 @@ fn binary_envelopes_are_not_written_to_a_terminal() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("bkenc:v1:"), "{out}");
 }
+
+#[test]
+fn passwd_on_a_terminal_asks_for_the_old_passphrase_once_and_the_new_one_twice() {
+    let e = env();
+    e.init();
+    let v = e.vault.to_str().unwrap();
+    let passwd = ["--vault", v, "passwd", "--user", "alice", "--channel", "general", "--iterations", "1000"];
+    let passwd = [&passwd[..], &["--insecure-low-iterations-for-tests"]].concat();
+    let typed = ["correct horse battery staple", "brand-new", "brand-new"];
+    let (code, out) = on_terminal(&passwd, &typed, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Passphrase for alice/general: "), "{out}");
+    assert!(out.contains("New passphrase for alice/general: ") && out.contains("Repeat the new passphrase: "), "{out}");
+    assert!(!out.contains("brand-new"), "echoed: {out}");
+    let mut c = cmd(&["--vault", v, "status", "--user", "alice", "--channel", "general"]);
+    c.env("BACKENDENC_PASSPHRASE", "brand-new");
+    assert!(run(c, b"").status.success());
+}

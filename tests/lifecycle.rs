@@ -20,18 +20,34 @@ fn scopes_and_versions(s: &backendenc::Session) -> Vec<(String, u32, Vec<u32>)> 
         .collect()
 }
 
+/// Every file below `dir` except the keyring and the audit log, with its bytes.
+fn data_files(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    common::files_below(dir)
+        .into_iter()
+        .filter(|p| dir.join(p).is_file() && !p.ends_with("keyring") && !p.ends_with("audit.log"))
+        .map(|p| (p.clone(), std::fs::read(dir.join(p)).unwrap()))
+        .collect()
+}
+
 #[test]
 fn passwd_keeps_every_key_and_ciphertext() {
     let (_d, vault) = temp_vault();
     let s = init(&vault, "u", "c", b"old");
     let a = s.encrypt("memory", b"a", b"1").unwrap();
     let b = s.encrypt("assets", b"b", b"2").unwrap();
+    // Data kept where an application would keep it: files inside the vault directory.
+    let tenant_dir = vault.path().join("tenants").join(s.tenant_key());
+    std::fs::write(tenant_dir.join("memory.bin"), &a).unwrap();
+    std::fs::write(vault.path().join("assets.bin"), &b).unwrap();
+    let files_before = data_files(vault.path());
+    assert_eq!(files_before.len(), 2);
     let before = scopes_and_versions(&s);
     let kek_before = s.status().unwrap().kek_version;
     s.change_passphrase(b"new", backendenc::InitOptions { iterations: Some(2_000), ..test_init() }).unwrap();
     assert_eq!(scopes_and_versions(&s), before);
     assert_eq!(s.status().unwrap().kek_version, kek_before, "the same KEK, rewrapped");
     assert_eq!(s.status().unwrap().iterations, 2_000);
+    assert_eq!(data_files(vault.path()), files_before, "data files are byte-identical after passwd");
     vault.lock_all();
     assert_eq!(vault.unlock("u", "c", b"old").unwrap_err(), Error::BadPassphrase);
     let s = vault.unlock("u", "c", b"new").unwrap();
@@ -242,6 +258,17 @@ fn cli_concurrent_rotations_from_two_processes_never_lose_a_version() {
         v["scopes"][0]["versions"].as_array().unwrap().iter().map(|x| x["version"].as_u64().unwrap()).collect();
     assert_eq!(versions, (1..=11).collect::<Vec<u64>>());
     assert_eq!(v["scopes"][0]["current_version"], 11);
+}
+
+#[test]
+fn cli_init_can_create_the_recovery_key() {
+    let c = cli();
+    let o = c.ok("pw", &[&["init", "--recovery-key"][..], &LOW].concat(), b"");
+    let key = String::from_utf8(o.stdout.clone()).unwrap();
+    assert!(key.starts_with("BKR1-"), "{key}");
+    assert!(stderr(&o).contains("shown once and stored nowhere"), "{}", stderr(&o));
+    let status = c.ok("pw", &["status", "--json"], b"").stdout;
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&status).unwrap()["recovery_key"], true);
 }
 
 #[test]

@@ -82,6 +82,9 @@ struct InitArgs {
     /// Tests only: allow fewer than 100000 iterations.
     #[arg(long, hide = true)]
     insecure_low_iterations_for_tests: bool,
+    /// Also create a recovery key and print it (once) on stdout
+    #[arg(long)]
+    recovery_key: bool,
 }
 
 #[derive(Args, Debug)]
@@ -266,6 +269,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             };
             let session = vault.init(&a.tenant.user, &a.tenant.channel, &passphrase, options)?;
             eprintln!("initialized tenant {} ({} PBKDF2 iterations)", session.tenant_key(), a.iterations);
+            if a.recovery_key {
+                print_recovery_key(&session)?;
+            }
             Ok(())
         }
         Command::Encrypt(a) => {
@@ -403,6 +409,16 @@ fn rewrap(vault_dir: &std::path::Path, a: RewrapArgs) -> Result<(), CliError> {
     }
     output.write(&out)?;
     eprintln!("rewrapped {} envelope(s) under the scope's current key version", items.len());
+    Ok(())
+}
+
+/// Creates (or replaces) the recovery key and shows it, once.
+fn print_recovery_key(session: &backendenc::Session) -> Result<(), CliError> {
+    let key = session.add_recovery_key()?;
+    Output::new(None, false)?.write(format!("{}\n", key.as_str()).as_bytes())?;
+    eprintln!(
+        "This recovery key is shown once and stored nowhere. Write it down and keep it apart from the passphrase."
+    );
     Ok(())
 }
 
