@@ -102,3 +102,24 @@ fn the_v1_keyring_layout_is_as_documented() {
     use sha2::Digest;
     assert_eq!(&bytes[bytes.len() - 32..], &sha2::Sha256::digest(&bytes[..bytes.len() - 32])[..]);
 }
+
+#[test]
+fn a_keyring_rewritten_by_an_older_version_under_an_open_session_is_an_error_not_a_trap() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture().join("vault"), tmp.path());
+    let vault = Vault::open(tmp.path()).unwrap();
+    let s = vault.unlock(USER, CHANNEL, PASSPHRASE.as_bytes()).unwrap();
+    // An old 0.1.0 process writes its (format 1) keyring back.
+    let key = Vault::tenant_key(USER, CHANNEL).unwrap();
+    let v1 = std::fs::read(fixture().join("vault/tenants").join(&key).join("keyring")).unwrap();
+    std::fs::write(tmp.path().join("tenants").join(&key).join("keyring"), v1).unwrap();
+    let err = s.audit_log().unwrap_err();
+    assert!(matches!(&err, backendenc::Error::Integrity(m) if m.contains("older backendenc")), "{err}");
+    assert!(!s.is_locked(), "an error, not a trap: the session lives on");
+    let records = vectors(&std::fs::read_to_string(fixture().join("envelopes.txt")).unwrap());
+    let r = &records[0];
+    assert_eq!(
+        &s.decrypt(&r["scope"], &unhex(&r["envelope"]), &unhex(&r["aad"])).unwrap()[..],
+        &unhex(&r["plaintext"])[..]
+    );
+}

@@ -231,7 +231,7 @@ impl Session {
             rotate_in(t, scope)
         })?;
         self.reserved.remove(scope);
-        let id = self.scope_id(scope);
+        let id = self.scope_id(scope)?;
         self.record("rotate", &format!("scope={id} version={version}"))?;
         Ok(version)
     }
@@ -265,7 +265,7 @@ impl Session {
             Ok(Retired { min_decryption_version: below, destroyed })
         })?;
         self.deks.retain(|(s, v), _| s != scope || !outcome.destroyed.contains(v));
-        let id = self.scope_id(scope);
+        let id = self.scope_id(scope)?;
         self.record("retire", &format!("scope={id} below={below} destroyed={}", outcome.destroyed.len()))?;
         Ok(outcome)
     }
@@ -279,7 +279,7 @@ impl Session {
             Ok(())
         })?;
         self.reserved.remove(scope);
-        let id = self.scope_id(scope);
+        let id = self.scope_id(scope)?;
         self.record("auto-rotate", &format!("scope={id} after={after}"))
     }
 
@@ -298,7 +298,7 @@ impl Session {
             out.push(one);
         }
         let ok = out.iter().filter(|r| r.is_ok()).count();
-        let id = self.scope_id(scope);
+        let id = self.scope_id(scope)?;
         self.record("rewrap", &format!("scope={id} rewrapped={ok} failed={}", out.len() - ok))?;
         Ok(out)
     }
@@ -362,7 +362,7 @@ impl Session {
     /// session knows.
     pub fn audit_log(&mut self) -> Result<Vec<Entry>> {
         self.refresh()?;
-        let key = self.body.audit_key.as_ref().expect("bodies of format 2 carry an audit key");
+        let key = self.audit_key()?;
         let mut entries = audit::verify(&self.dir, &self.tenant, key, self.body.audit_seq, &self.body.audit_head)?;
         let names: Vec<(String, &String)> =
             self.body.scopes.keys().map(|name| (format!("scope={}", audit::scope_id(key, name)), name)).collect();
@@ -385,7 +385,7 @@ impl Session {
 
     /// Appends an audit line signed with the tenant's audit key.
     pub(crate) fn record(&mut self, event: &str, details: &str) -> Result<()> {
-        let key = self.body.audit_key.as_ref().expect("bodies of format 2 carry an audit key");
+        let key = self.audit_key()?;
         audit::append(&self.dir, &self.tenant, Some(key), event, details).map(|_| ()).map_err(|e| match e {
             Error::Storage(m) => {
                 Error::Storage(format!("{event} took effect, but the audit log could not be written: {m}"))
@@ -394,8 +394,16 @@ impl Session {
         })
     }
 
-    fn scope_id(&self, scope: &str) -> String {
-        audit::scope_id(self.body.audit_key.as_ref().expect("bodies of format 2 carry an audit key"), scope)
+    fn scope_id(&self, scope: &str) -> Result<String> {
+        Ok(audit::scope_id(self.audit_key()?, scope))
+    }
+
+    /// The audit key; absent only if an older backendenc rewrote the keyring
+    /// (format 1) after this session opened it.
+    fn audit_key(&self) -> Result<&keyring::AuditKeyBytes> {
+        self.body.audit_key.as_ref().ok_or_else(|| {
+            Error::integrity("the keyring has no audit key: an older backendenc rewrote it; unlock again to upgrade it")
+        })
     }
 
     /// Rewrites a keyring of an older format as the current one (adds the audit key).
@@ -438,7 +446,7 @@ impl Session {
         })?;
         self.reserved.insert(scope.to_owned(), (version, block - 1));
         if rotated {
-            let id = self.scope_id(scope);
+            let id = self.scope_id(scope)?;
             self.record("rotate", &format!("scope={id} version={version} auto=1"))?;
         }
         Ok(version)
