@@ -434,6 +434,27 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The body parser (reached only after authentication, but still
+        /// the parser of a file) never panics, whatever the bytes.
+        #[test]
+        fn body_decode_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), format in 1u16..=2) {
+            let _ = Body::decode(&bytes, format);
+        }
+
+        /// Well-formed bodies with random field values either parse back or fail cleanly.
+        #[test]
+        fn body_decode_of_edited_bodies_never_panics(edits in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..8)) {
+            let (_, b, _) = sample();
+            let mut bytes = b.encode().to_vec();
+            for (at, v) in edits {
+                let i = at % bytes.len();
+                bytes[i] = v;
+            }
+            let _ = Body::decode(&bytes, FORMAT_VERSION);
+        }
+    }
+
     #[test]
     fn keyring_of_another_tenant_is_refused() {
         let (h, b, kek) = sample();

@@ -24,6 +24,8 @@ pub mod vault;
 
 #[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod robustness_tests;
 
 // The WIT glue: generated bindings use `unsafe`; nothing else may.
 #[cfg(target_arch = "wasm32")]
