@@ -307,6 +307,10 @@ fn demo_runs_the_tour() {
     assert!(out.contains("alice decrypts it: \"[user] remind me to call Bob at 5\""), "{out}");
     assert!(out.contains("unlock alice with a wrong passphrase: refused: wrong passphrase"), "{out}");
     assert!(out.contains("(cross-tenant): refused: integrity check failed"), "{out}");
+    assert!(out.contains("old envelopes still decrypt: true"), "{out}");
+    assert!(out.contains("unlock alice with her old passphrase: refused: wrong passphrase"), "{out}");
+    assert!(out.contains("both envelopes decrypt: true"), "{out}");
+    assert!(out.contains("unlock-failed") && out.contains("(unauthenticated)"), "{out}");
     assert!(!out.contains("unexpected!"), "{out}");
 }
 

@@ -58,6 +58,26 @@ pub fn run() -> Result<(), CliError> {
     outcome("alice decrypts a tampered copy", alice.decrypt("memory", &tampered, b"").map(|_| ()));
     outcome("unlock a tenant that was never enrolled", vault.unlock("mallory", "general", b"x").map(|_| ()));
 
+    let v2 = alice.rotate("memory")?;
+    let newer = alice.encrypt("memory", b"[agent] Reminder set.", b"")?;
+    let old_still = alice.decrypt("memory", &envelope, b"").is_ok();
+    println!(
+        "- alice rotates \"memory\" to key version {v2}: new data uses it, old envelopes still decrypt: {old_still}"
+    );
+    let recovery = alice.add_recovery_key()?;
+    println!("- alice adds a recovery key, shown once and stored nowhere: {}-…", &recovery[..10]);
+    alice.change_passphrase(b"a much better passphrase", InitOptions::default())?;
+    println!("- alice changes her passphrase (only the KEK is rewrapped; no data key or ciphertext changes)");
+    outcome("unlock alice with her old passphrase", vault.unlock("alice", "general", alice_pw).map(|_| ()));
+    let alice = vault.unlock("alice", "general", b"a much better passphrase")?;
+    let both = alice.decrypt("memory", &envelope, b"").is_ok() && alice.decrypt("memory", &newer, b"").is_ok();
+    println!("- alice unlocks with the new one; both envelopes decrypt: {both}");
+    println!("- alice's audit log (chained and MAC'd; scope names never written):");
+    for e in alice.audit_log()? {
+        let mark = if e.authenticated { "" } else { "  (unauthenticated)" };
+        println!("    {:>2} {:<17} {}{mark}", e.seq, e.event, e.details);
+    }
+
     println!("- what is on disk (ids and scope names never appear):");
     let mut files: Vec<_> = walk(vault.path());
     files.sort();
