@@ -75,12 +75,7 @@ impl<'a> Passphrases<'a> {
         if let Some(p) = self.non_interactive()? {
             return Ok(p);
         }
-        let first = prompt(&format!("New passphrase for {user}/{channel}: "))?;
-        let second = prompt("Repeat the passphrase: ")?;
-        if first != second {
-            return Err(CliError::msg("the two passphrases differ; nothing was changed"));
-        }
-        Ok(first)
+        prompt_twice(&format!("New passphrase for {user}/{channel}: "), "Repeat the passphrase: ")
     }
 
     /// A replacement passphrase: `file`, else `$BACKENDENC_NEW_PASSPHRASE`,
@@ -89,12 +84,7 @@ impl<'a> Passphrases<'a> {
         if let Some(p) = read_secret_source(file, NEW_PASSPHRASE_ENV, "new passphrase")? {
             return Ok(p);
         }
-        let first = prompt(&format!("New passphrase for {user}/{channel}: "))?;
-        let second = prompt("Repeat the new passphrase: ")?;
-        if first != second {
-            return Err(CliError::msg("the two passphrases differ; nothing was changed"));
-        }
-        Ok(first)
+        prompt_twice(&format!("New passphrase for {user}/{channel}: "), "Repeat the new passphrase: ")
     }
 
     fn non_interactive(&self) -> Result<Option<Zeroizing<Vec<u8>>>, CliError> {
@@ -142,6 +132,16 @@ fn strip_one_newline(bytes: &mut Zeroizing<Vec<u8>>) {
     let drop = if bytes.ends_with(b"\r\n") { 2 } else { usize::from(bytes.ends_with(b"\n")) };
     let keep = bytes.len() - drop;
     bytes.truncate(keep);
+}
+
+/// Asks for a new secret twice; a mismatch changes nothing.
+fn prompt_twice(first: &str, again: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let a = prompt(first)?;
+    let b = prompt(again)?;
+    if a != b {
+        return Err(CliError::msg("the two passphrases differ; nothing was changed"));
+    }
+    Ok(a)
 }
 
 fn prompt(text: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
