@@ -26,6 +26,8 @@ pub const AUDIT_MAC_LABEL: &[u8] = b"backendenc/v1/audit-mac";
 pub const AUDIT_CHAIN_LABEL: &[u8] = b"backendenc/v1/audit-chain";
 /// Domain label of scope ids in the audit log.
 pub const AUDIT_SCOPE_LABEL: &[u8] = b"backendenc/v1/audit-scope";
+/// Domain label (HKDF info) of a stream's per-file key.
+pub const STREAM_KEY_LABEL: &[u8] = b"backendenc/v1/stream-key";
 /// Domain label of the tenant key hash.
 pub const TENANT_LABEL: &[u8] = b"backendenc/v1/tenant";
 

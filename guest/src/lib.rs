@@ -19,6 +19,7 @@ pub mod keys;
 pub mod recovery;
 pub mod session;
 pub mod storage;
+pub mod stream;
 pub mod tenant;
 pub mod vault;
 
