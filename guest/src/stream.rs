@@ -191,7 +191,7 @@ impl Sealer {
 /// Where an opener is: waiting for the header, or decrypting segments.
 enum OpenerState {
     Header { buf: Vec<u8> },
-    Segments { key: FileKey, header: StreamHeader, counter: u64, buf: Vec<u8> },
+    Segments { key: Box<FileKey>, header: StreamHeader, counter: u64, buf: Vec<u8> },
 }
 
 /// Decrypts a stream chunk by chunk, holding at most one segment and
@@ -239,7 +239,7 @@ impl Opener {
             }
             let header = StreamHeader::parse(buf)?;
             let dek = (self.keys)(header.key_version)?;
-            let key = FileKey::derive(&dek, &header, &self.tenant, &self.scope, &self.aad);
+            let key = Box::new(FileKey::derive(&dek, &header, &self.tenant, &self.scope, &self.aad));
             self.state = OpenerState::Segments { key, header, counter: 0, buf: Vec::new() };
         }
         let OpenerState::Segments { key, header, counter, buf } = &mut self.state else {
