@@ -16,6 +16,41 @@ use exports::backendenc::vault::vault as wit;
 
 struct Component;
 
+/// A stream resource: `None` once finished.
+struct SealerResource(RefCell<Option<crate::stream::Sealer>>);
+struct OpenerResource(RefCell<Option<crate::stream::Opener>>);
+
+fn finished() -> wit::Error {
+    wit::Error::InvalidArgument("the stream was already finished".into())
+}
+
+impl wit::GuestSealer for SealerResource {
+    fn push(&self, chunk: Vec<u8>) -> Result<Vec<u8>, wit::Error> {
+        let chunk = Zeroizing::new(chunk);
+        self.0.borrow_mut().as_mut().ok_or_else(finished)?.push(&chunk).map_err(to_wit)
+    }
+
+    fn finish(&self) -> Result<Vec<u8>, wit::Error> {
+        self.0.borrow_mut().take().ok_or_else(finished)?.finish().map_err(to_wit)
+    }
+}
+
+impl wit::GuestOpener for OpenerResource {
+    fn push(&self, chunk: Vec<u8>) -> Result<Vec<u8>, wit::Error> {
+        let mut slot = self.0.borrow_mut();
+        let result = slot.as_mut().ok_or_else(finished)?.push(&chunk).map(|p| p.to_vec());
+        if result.is_err() {
+            // A stream that failed authentication is dead: nothing more comes out of it.
+            *slot = None;
+        }
+        result.map_err(to_wit)
+    }
+
+    fn finish(&self) -> Result<Vec<u8>, wit::Error> {
+        self.0.borrow_mut().take().ok_or_else(finished)?.finish().map(|p| p.to_vec()).map_err(to_wit)
+    }
+}
+
 /// The session resource: `None` once locked (the keys are dropped, which
 /// zeroizes them).
 struct SessionResource(RefCell<Option<Session>>);
@@ -26,6 +61,8 @@ fn vault() -> Vault {
 
 impl wit::Guest for Component {
     type Session = SessionResource;
+    type Sealer = SealerResource;
+    type Opener = OpenerResource;
 
     fn init(
         user: String,
@@ -146,6 +183,16 @@ impl wit::GuestSession for SessionResource {
 
     fn remove_recovery_key(&self) -> Result<(), wit::Error> {
         self.with(|s| s.remove_recovery_key())
+    }
+
+    fn seal_stream(&self, scope: String, aad: Vec<u8>) -> Result<wit::Sealer, wit::Error> {
+        let sealer = self.with(|s| s.seal_stream(&scope, &aad))?;
+        Ok(wit::Sealer::new(SealerResource(RefCell::new(Some(sealer)))))
+    }
+
+    fn open_stream(&self, scope: String, aad: Vec<u8>) -> Result<wit::Opener, wit::Error> {
+        let opener = self.with(|s| s.open_stream(&scope, &aad))?;
+        Ok(wit::Opener::new(OpenerResource(RefCell::new(Some(opener)))))
     }
 
     fn audit_log(&self) -> Result<Vec<wit::AuditEntry>, wit::Error> {

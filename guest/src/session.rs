@@ -17,6 +17,7 @@ use crate::keyring::{
 use crate::keys::{DataEncryptionKey, KeyEncryptionKey};
 use crate::recovery::{self, RecoveryKey};
 use crate::storage::TenantDir;
+use crate::stream::{Opener, Sealer};
 use crate::tenant::TenantKey;
 use crate::vault::{InitOptions, new_audit_key};
 
@@ -374,6 +375,38 @@ impl Session {
             }
         }
         Ok(entries)
+    }
+
+    /// Starts sealing a stream under the scope's current key (one use of it).
+    pub fn seal_stream(&mut self, scope: &str, aad: &[u8]) -> Result<Sealer> {
+        validate_scope(scope)?;
+        let version = self.take_use(scope)?;
+        let id = self.load_dek(scope, version)?;
+        Sealer::new(&self.deks[&id], version, &self.tenant, scope, aad)
+    }
+
+    /// Starts opening a stream of `scope`. The opener gets copies of the
+    /// scope's usable keys (held, not retired), as they are now.
+    pub fn open_stream(&mut self, scope: &str, aad: &[u8]) -> Result<Opener> {
+        validate_scope(scope)?;
+        if !self.body.scopes.contains_key(scope) {
+            self.refresh()?;
+        }
+        let keys = self.body.scopes.get(scope).ok_or_else(|| Error::UnknownScope(scope.to_owned()))?;
+        let (min, versions): (u32, Vec<u32>) = (keys.min_decryption, keys.deks.keys().copied().collect());
+        let mut usable = BTreeMap::new();
+        for v in versions.into_iter().filter(|v| *v >= min) {
+            let id = self.load_dek(scope, v)?;
+            usable.insert(v, Zeroizing::new(*self.deks[&id].expose_secret()));
+        }
+        let lookup = move |v: u32| match usable.get(&v) {
+            Some(k) => Ok(DataEncryptionKey::from_bytes(**k)),
+            None if v > 0 && v < min => Err(Error::Retired(format!(
+                "the stream is under key version {v} and this scope decrypts only from version {min}"
+            ))),
+            None => Err(Error::integrity(format!("scope has no key version {v}"))),
+        };
+        Ok(Opener::new(self.tenant, scope, aad, Box::new(lookup)))
     }
 
     /// Records that the session is being locked (its keys drop with it).

@@ -31,7 +31,10 @@ pub use backendenc_guest::InitOptions;
 pub use backendenc_guest::kdf::{DEFAULT_ITERATIONS, MIN_ITERATIONS};
 pub use error::{Error, Result};
 pub use runtime::Runtime;
-pub use vault::{AuditEntry, Retired, ScopeStatus, Session, TenantStatus, Vault, VaultOptions, VersionStatus};
+pub use vault::{
+    AuditEntry, Retired, STREAM_CHUNK, ScopeStatus, Session, StreamOpener, StreamSealer, TenantStatus, Vault,
+    VaultOptions, VersionStatus,
+};
 
 /// The text armor (`bkenc:v1:…`) of a binary envelope. Pure encoding: no keys.
 pub fn armor(envelope: &[u8]) -> Result<String> {

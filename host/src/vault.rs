@@ -3,6 +3,7 @@
 //! preopened, a memory limit and a per-call CPU bound.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -385,17 +386,17 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Encrypts under the scope's current key; returns a binary envelope.
     pub fn encrypt(&self, scope: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        self.call(|s, store, h| s.call_encrypt(store, h, scope, plaintext, aad))
+        self.call(|g, store, h| g.session().call_encrypt(store, h, scope, plaintext, aad))
     }
 
     /// Decrypts a binary or armored envelope.
     pub fn decrypt(&self, scope: &str, envelope: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        self.call(|s, store, h| s.call_decrypt(store, h, scope, envelope, aad)).map(Zeroizing::new)
+        self.call(|g, store, h| g.session().call_decrypt(store, h, scope, envelope, aad)).map(Zeroizing::new)
     }
 
     /// The tenant's keyring status.
     pub fn status(&self) -> Result<TenantStatus> {
-        let s = self.call(|s, store, h| s.call_status(store, h))?;
+        let s = self.call(|g, store, h| g.session().call_status(store, h))?;
         Ok(TenantStatus {
             tenant_key: s.tenant_key,
             format_version: s.format_version,
@@ -426,24 +427,24 @@ impl Session {
     /// Only the KEK's wrap changes: no data key, no ciphertext.
     pub fn change_passphrase(&self, new_passphrase: &[u8], options: InitOptions) -> Result<()> {
         let opts = wit_options(options);
-        self.call(|s, store, h| s.call_change_passphrase(store, h, new_passphrase, opts))
+        self.call(|g, store, h| g.session().call_change_passphrase(store, h, new_passphrase, opts))
     }
 
     /// Adds a key version to `scope` and makes it the one `encrypt` uses.
     pub fn rotate(&self, scope: &str) -> Result<u32> {
-        self.call(|s, store, h| s.call_rotate(store, h, scope))
+        self.call(|g, store, h| g.session().call_rotate(store, h, scope))
     }
 
     /// Sets the scope's minimum decryption version to `below`; with
     /// `destroy`, deletes the keys of older versions for good.
     pub fn retire(&self, scope: &str, below: u32, destroy: bool) -> Result<Retired> {
-        let r = self.call(|s, store, h| s.call_retire(store, h, scope, below, destroy))?;
+        let r = self.call(|g, store, h| g.session().call_retire(store, h, scope, below, destroy))?;
         Ok(Retired { min_decryption_version: r.min_decryption_version, destroyed: r.destroyed })
     }
 
     /// Rotates `scope` automatically after `after` encryptions per version (0: never).
     pub fn set_auto_rotate(&self, scope: &str, after: u64) -> Result<()> {
-        self.call(|s, store, h| s.call_set_auto_rotate(store, h, scope, after))
+        self.call(|g, store, h| g.session().call_set_auto_rotate(store, h, scope, after))
     }
 
     /// Re-encrypts `(envelope, aad)` items under the scope's current key
@@ -451,31 +452,31 @@ impl Session {
     pub fn rewrap(&self, scope: &str, items: &[(&[u8], &[u8])]) -> Result<Vec<Result<Vec<u8>>>> {
         let items: Vec<wit::RewrapItem> =
             items.iter().map(|(e, a)| wit::RewrapItem { envelope: e.to_vec(), aad: a.to_vec() }).collect();
-        let out = self.call(|s, store, h| s.call_rewrap(store, h, scope, &items))?;
+        let out = self.call(|g, store, h| g.session().call_rewrap(store, h, scope, &items))?;
         Ok(out.into_iter().map(|r| r.map_err(from_wit)).collect())
     }
 
     /// Replaces the KEK (every data key is rewrapped); needs the passphrase.
     /// Other sessions of this tenant lock themselves on their next keyring access.
     pub fn rotate_kek(&self, passphrase: &[u8]) -> Result<u32> {
-        self.call(|s, store, h| s.call_rotate_kek(store, h, passphrase))
+        self.call(|g, store, h| g.session().call_rotate_kek(store, h, passphrase))
     }
 
     /// Creates (or replaces) the recovery key and returns it, to be shown
     /// to a person once: it is stored nowhere.
     pub fn add_recovery_key(&self) -> Result<Zeroizing<String>> {
-        self.call(|s, store, h| s.call_add_recovery_key(store, h)).map(Zeroizing::new)
+        self.call(|g, store, h| g.session().call_add_recovery_key(store, h)).map(Zeroizing::new)
     }
 
     /// Removes the recovery key.
     pub fn remove_recovery_key(&self) -> Result<()> {
-        self.call(|s, store, h| s.call_remove_recovery_key(store, h))
+        self.call(|g, store, h| g.session().call_remove_recovery_key(store, h))
     }
 
     /// The tenant's audit log, verified (an edited or truncated log is an
     /// integrity error).
     pub fn audit_log(&self) -> Result<Vec<AuditEntry>> {
-        let entries = self.call(|s, store, h| s.call_audit_log(store, h))?;
+        let entries = self.call(|g, store, h| g.session().call_audit_log(store, h))?;
         Ok(entries
             .into_iter()
             .map(|e| AuditEntry {
@@ -486,6 +487,59 @@ impl Session {
                 authenticated: e.authenticated,
             })
             .collect())
+    }
+
+    /// Starts sealing a stream under the scope's current key. Feed it with
+    /// [`StreamSealer::push`]; [`Session::seal`] does it for a reader.
+    pub fn seal_stream(&self, scope: &str, aad: &[u8]) -> Result<StreamSealer> {
+        let handle = self.call(|g, store, h| g.session().call_seal_stream(store, h, scope, aad))?;
+        Ok(StreamSealer { session: self.clone(), handle: Some(handle) })
+    }
+
+    /// Starts opening a stream of `scope`.
+    pub fn open_stream(&self, scope: &str, aad: &[u8]) -> Result<StreamOpener> {
+        let handle = self.call(|g, store, h| g.session().call_open_stream(store, h, scope, aad))?;
+        Ok(StreamOpener { session: self.clone(), handle: Some(handle) })
+    }
+
+    /// Seals everything `input` yields into `output`, in constant memory.
+    /// `progress` is told the plaintext bytes read so far. Returns their total.
+    pub fn seal(
+        &self,
+        scope: &str,
+        aad: &[u8],
+        input: &mut dyn Read,
+        output: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64> {
+        let mut sealer = self.seal_stream(scope, aad)?;
+        let total = pump(input, progress, |chunk| write_all(output, &sealer.push(chunk)?))?;
+        write_all(output, &sealer.finish()?)?;
+        Ok(total)
+    }
+
+    /// Opens a stream from `input` into `output`, in constant memory. On an
+    /// error, what was written is incomplete and must be discarded (the CLI
+    /// writes to a temporary file and renames it only on success).
+    pub fn open(
+        &self,
+        scope: &str,
+        aad: &[u8],
+        input: &mut dyn Read,
+        output: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64> {
+        let mut opener = self.open_stream(scope, aad)?;
+        let mut written = 0u64;
+        pump(input, progress, |chunk| {
+            let plain = opener.push(chunk)?;
+            written += plain.len() as u64;
+            write_all(output, &plain)
+        })?;
+        let plain = opener.finish()?;
+        written += plain.len() as u64;
+        write_all(output, &plain)?;
+        Ok(written)
     }
 
     /// Zeroizes the keys and frees the instance. Later calls fail with `Locked`.
@@ -505,6 +559,13 @@ impl Session {
         self.inner.tenant.to_hex()
     }
 
+    /// Frees a stream resource in this session's instance (if it still exists).
+    fn drop_resource(&self, r: ResourceAny) {
+        if let Some(slot) = self.slot().as_mut() {
+            let _ = r.resource_drop(&mut slot.store);
+        }
+    }
+
     fn slot(&self) -> MutexGuard<'_, Option<Slot>> {
         self.inner.slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -515,14 +576,14 @@ impl Session {
 
     fn call<T>(
         &self,
-        f: impl FnOnce(wit::GuestSession<'_>, &mut Store<State>, ResourceAny) -> wasmtime::Result<Result<T, wit::Error>>,
+        f: impl FnOnce(&wit::Guest, &mut Store<State>, ResourceAny) -> wasmtime::Result<Result<T, wit::Error>>,
     ) -> Result<T> {
         let mut guard = self.slot();
         let slot = guard.as_mut().ok_or(Error::Locked)?;
         *self.inner.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         slot.store.set_epoch_deadline(epoch_ticks(self.inner.call_timeout));
         let Slot { store, bindings, handle } = slot;
-        match f(bindings.backendenc_vault_vault().session(), store, *handle) {
+        match f(bindings.backendenc_vault_vault(), store, *handle) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(wit::Error::Locked)) => {
                 if let Some(slot) = guard.take() {
@@ -608,4 +669,100 @@ fn create_private_dir(path: &Path) -> Result<()> {
 #[cfg(not(unix))]
 fn create_private_dir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))
+}
+
+/// Bytes moved across the component boundary per call when streaming.
+pub const STREAM_CHUNK: usize = 256 * 1024;
+
+fn pump(input: &mut dyn Read, progress: &mut dyn FnMut(u64), mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+    let mut buf = Zeroizing::new(vec![0u8; STREAM_CHUNK]);
+    let mut total = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::Storage(format!("cannot read the input: {e}"))),
+        };
+        each(&buf[..n])?;
+        total += n as u64;
+        progress(total);
+    }
+}
+
+fn write_all(output: &mut dyn Write, bytes: &[u8]) -> Result<()> {
+    output.write_all(bytes).map_err(|e| Error::Storage(format!("cannot write the output: {e}")))
+}
+
+/// A stream being sealed inside the component (see [`Session::seal_stream`]).
+pub struct StreamSealer {
+    session: Session,
+    handle: Option<ResourceAny>,
+}
+
+impl StreamSealer {
+    /// Takes plaintext; returns the stream bytes ready so far.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
+        let r = self.handle.ok_or_else(finished)?;
+        self.session.call(|g, store, _| g.sealer().call_push(store, r, chunk))
+    }
+
+    /// Returns the stream's last bytes.
+    pub fn finish(mut self) -> Result<Vec<u8>> {
+        let r = self.handle.ok_or_else(finished)?;
+        let out = self.session.call(|g, store, _| g.sealer().call_finish(store, r));
+        self.release();
+        out
+    }
+
+    fn release(&mut self) {
+        if let Some(r) = self.handle.take() {
+            self.session.drop_resource(r);
+        }
+    }
+}
+
+impl Drop for StreamSealer {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A stream being opened inside the component (see [`Session::open_stream`]).
+pub struct StreamOpener {
+    session: Session,
+    handle: Option<ResourceAny>,
+}
+
+impl StreamOpener {
+    /// Takes stream bytes; returns the plaintext of the segments that
+    /// authenticated so far. Tentative until [`StreamOpener::finish`] succeeds.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let r = self.handle.ok_or_else(finished)?;
+        self.session.call(|g, store, _| g.opener().call_push(store, r, chunk)).map(Zeroizing::new)
+    }
+
+    /// Opens the final segment; fails if the stream was cut short or altered.
+    pub fn finish(mut self) -> Result<Zeroizing<Vec<u8>>> {
+        let r = self.handle.ok_or_else(finished)?;
+        let out = self.session.call(|g, store, _| g.opener().call_finish(store, r)).map(Zeroizing::new);
+        self.release();
+        out
+    }
+
+    fn release(&mut self) {
+        if let Some(r) = self.handle.take() {
+            self.session.drop_resource(r);
+        }
+    }
+}
+
+impl Drop for StreamOpener {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+fn finished() -> Error {
+    Error::InvalidArgument("the stream was already finished".into())
 }

@@ -160,6 +160,19 @@ impl<'a> Input<'a> {
         Input { path: path.filter(|p| *p != Path::new("-")) }
     }
 
+    /// Opens the input for streaming.
+    pub fn open(&self) -> Result<OpenInput, CliError> {
+        match self.path {
+            Some(p) => {
+                let f =
+                    std::fs::File::open(p).map_err(|e| CliError::msg(format!("cannot read {}: {e}", p.display())))?;
+                let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+                Ok(OpenInput { reader: Box::new(f), len })
+            }
+            None => Ok(OpenInput { reader: Box::new(std::io::stdin().lock()), len: None }),
+        }
+    }
+
     pub fn read_all(&self) -> Result<Zeroizing<Vec<u8>>, CliError> {
         let mut buf = Zeroizing::new(Vec::new());
         match self.path {
@@ -172,6 +185,44 @@ impl<'a> Input<'a> {
                 .map_err(|e| CliError::msg(format!("cannot read stdin: {e}")))?,
         };
         Ok(buf)
+    }
+}
+
+/// An input opened for streaming, with its size when it is a regular file.
+pub struct OpenInput {
+    reader: Box<dyn Read>,
+    len: Option<u64>,
+}
+
+impl OpenInput {
+    pub fn len(&self) -> Option<u64> {
+        self.len
+    }
+}
+
+impl Read for OpenInput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+/// Inputs at least this large get a progress bar (on a terminal).
+const PROGRESS_FROM: u64 = 4 << 20;
+
+/// A progress bar on stderr for a large input of known size when stderr is
+/// a terminal; otherwise a hidden one.
+pub fn progress_bar(len: Option<u64>) -> indicatif::ProgressBar {
+    match len {
+        Some(n) if n >= PROGRESS_FROM && std::io::stderr().is_terminal() => {
+            let bar = indicatif::ProgressBar::new(n);
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("the template is valid");
+            bar.set_style(style);
+            bar
+        }
+        _ => indicatif::ProgressBar::hidden(),
     }
 }
 
@@ -201,6 +252,35 @@ impl Output {
             }
             Some(path) => write_atomically(path, bytes)
                 .map_err(|e| CliError::msg(format!("cannot write {}: {e}", path.display()))),
+        }
+    }
+}
+
+impl Output {
+    /// Streams into the output: a file is written to a temporary file beside
+    /// it and renamed over it only if `f` succeeds (else nothing changes).
+    pub fn stream<T>(&self, f: impl FnOnce(&mut dyn Write) -> Result<T, backendenc::Error>) -> Result<T, CliError> {
+        match &self.path {
+            None => {
+                let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::io::stdout().lock());
+                let v = f(&mut out)?;
+                out.flush().map_err(|e| CliError::msg(format!("cannot write stdout: {e}")))?;
+                Ok(v)
+            }
+            Some(path) => {
+                let fail = |e: std::io::Error| CliError::msg(format!("cannot write {}: {e}", path.display()));
+                let dir = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                let tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+                let mut out = std::io::BufWriter::with_capacity(256 * 1024, tmp);
+                let v = f(&mut out)?;
+                let tmp = out.into_inner().map_err(|e| fail(e.into_error()))?;
+                tmp.as_file().sync_all().map_err(fail)?;
+                tmp.persist(path).map_err(|e| fail(e.error))?;
+                Ok(v)
+            }
         }
     }
 }

@@ -32,6 +32,10 @@ enum Command {
     Encrypt(EncryptArgs),
     /// Decrypt a binary or armored envelope from IN; write the plaintext to OUT.
     Decrypt(DecryptArgs),
+    /// Encrypt a file of any size in constant memory (streamed in 64 KiB segments).
+    Seal(StreamArgs),
+    /// Decrypt a sealed file; OUT appears only if the whole stream authenticates.
+    Open(StreamArgs),
     /// Show a tenant's keyring: KDF, generation, scopes, key versions and usage.
     Status(StatusArgs),
     /// Change the passphrase (rewraps only the KEK; no data changes).
@@ -122,6 +126,24 @@ struct DecryptArgs {
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
     /// Input file, binary or armored [default: stdin]
+    #[arg(value_name = "IN")]
+    input: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct StreamArgs {
+    #[command(flatten)]
+    tenant: TenantArgs,
+    /// Scope whose key seals the file
+    #[arg(long, default_value = "assets")]
+    scope: String,
+    /// Associated data the stream is bound to (needed again to open it)
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    aad: String,
+    /// Output file, replaced atomically once complete [default: stdout]
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<PathBuf>,
+    /// Input file [default: stdin]
     #[arg(value_name = "IN")]
     input: Option<PathBuf>,
 }
@@ -294,6 +316,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let plaintext = session.decrypt(&a.scope, &envelope, a.aad.as_bytes())?;
             output.write(&plaintext)
         }
+        Command::Seal(a) => stream(&vault_dir(), a, true),
+        Command::Open(a) => stream(&vault_dir(), a, false),
         Command::Status(a) => {
             let session = unlock(&vault_dir(), &a.tenant)?;
             let status = session.status()?;
@@ -382,6 +406,25 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Demo => demo::run(),
     }
+}
+
+/// `seal` / `open`: streams IN to OUT through the component, in constant memory.
+fn stream(vault_dir: &std::path::Path, a: StreamArgs, seal: bool) -> Result<(), CliError> {
+    let output = Output::new(a.output.as_deref(), seal)?;
+    let mut input = Input::new(a.input.as_deref()).open()?;
+    let session = unlock(vault_dir, &a.tenant)?;
+    let progress = io::progress_bar(input.len());
+    let mut tick = |n: u64| progress.set_position(n);
+    let aad = a.aad.as_bytes();
+    let result = output.stream(|out| {
+        Ok(if seal {
+            session.seal(&a.scope, aad, &mut input, out, &mut tick)?
+        } else {
+            session.open(&a.scope, aad, &mut input, out, &mut tick)?
+        })
+    });
+    progress.finish_and_clear();
+    result.map(|_| ())
 }
 
 fn rewrap(vault_dir: &std::path::Path, a: RewrapArgs) -> Result<(), CliError> {

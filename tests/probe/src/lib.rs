@@ -7,11 +7,31 @@
 wit_bindgen::generate!({ world: "backendenc", path: "../../wit" });
 
 use exports::backendenc::vault::vault::{
-    AuditEntry, Error, Guest, GuestSession, InitOptions, RetireOutcome, RewrapItem, Session, TenantStatus,
+    AuditEntry, Error, Guest, GuestOpener, GuestSealer, GuestSession, InitOptions, Opener, RetireOutcome, RewrapItem,
+    Sealer, Session, TenantStatus,
 };
 
 struct Probe;
 struct NoSession;
+struct NoStream;
+
+impl GuestSealer for NoStream {
+    fn push(&self, _: Vec<u8>) -> Result<Vec<u8>, Error> {
+        Err(Error::Locked)
+    }
+    fn finish(&self) -> Result<Vec<u8>, Error> {
+        Err(Error::Locked)
+    }
+}
+
+impl GuestOpener for NoStream {
+    fn push(&self, _: Vec<u8>) -> Result<Vec<u8>, Error> {
+        Err(Error::Locked)
+    }
+    fn finish(&self) -> Result<Vec<u8>, Error> {
+        Err(Error::Locked)
+    }
+}
 
 fn probe(line: &str) -> String {
     let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
@@ -42,6 +62,8 @@ fn run(script: Vec<u8>) -> Error {
 
 impl Guest for Probe {
     type Session = NoSession;
+    type Sealer = NoStream;
+    type Opener = NoStream;
 
     fn init(_user: String, _channel: String, passphrase: Vec<u8>, _options: InitOptions) -> Result<Session, Error> {
         Err(run(passphrase))
@@ -100,6 +122,12 @@ impl GuestSession for NoSession {
         Err(Error::Locked)
     }
     fn audit_log(&self) -> Result<Vec<AuditEntry>, Error> {
+        Err(Error::Locked)
+    }
+    fn seal_stream(&self, _: String, _: Vec<u8>) -> Result<Sealer, Error> {
+        Err(Error::Locked)
+    }
+    fn open_stream(&self, _: String, _: Vec<u8>) -> Result<Opener, Error> {
         Err(Error::Locked)
     }
 }
