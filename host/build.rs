@@ -18,8 +18,11 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("host/ lives in the workspace").to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in ["guest/src", "guest/Cargo.toml", "tests/probe", "wit", "Cargo.lock", "Cargo.toml"] {
-        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+    // Relative to host/ (cargo resolves them against the package root): absolute
+    // paths would tie the fingerprint to one checkout, and another checkout
+    // sharing the target dir would then reuse a stale guest.
+    for watched in ["../guest/src", "../guest/Cargo.toml", "../tests/probe", "../wit", "../Cargo.lock", "../Cargo.toml"] {
+        println!("cargo:rerun-if-changed={watched}");
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
