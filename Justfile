@@ -29,6 +29,10 @@ demo:
 bench:
     cargo bench -p backendenc --bench vault
 
+# Large-file streaming: time and peak RSS of seal/open, next to OpenSSL.
+bench-stream:
+    bash scripts/bench-stream.sh
+
 # Formatting and lints.
 lint:
     cargo fmt --all --check
