@@ -21,7 +21,8 @@ fn main() {
     // Relative to host/ (cargo resolves them against the package root): absolute
     // paths would tie the fingerprint to one checkout, and another checkout
     // sharing the target dir would then reuse a stale guest.
-    for watched in ["../guest/src", "../guest/Cargo.toml", "../tests/probe", "../wit", "../Cargo.lock", "../Cargo.toml"] {
+    for watched in ["../guest/src", "../guest/Cargo.toml", "../tests/probe", "../wit", "../Cargo.lock", "../Cargo.toml"]
+    {
         println!("cargo:rerun-if-changed={watched}");
     }
 

@@ -28,6 +28,14 @@ pub const AUDIT_CHAIN_LABEL: &[u8] = b"backendenc/v1/audit-chain";
 pub const AUDIT_SCOPE_LABEL: &[u8] = b"backendenc/v1/audit-scope";
 /// Domain label (HKDF info) of a stream's per-file key.
 pub const STREAM_KEY_LABEL: &[u8] = b"backendenc/v1/stream-key";
+/// Domain label of a record file's id.
+pub const RECORD_ID_LABEL: &[u8] = b"backendenc/v1/record-id";
+/// Domain label of a record's caller AAD (binds the name).
+pub const RECORD_AAD_LABEL: &[u8] = b"backendenc/v1/record";
+/// Domain label of a scope's record-index file id.
+pub const RECORD_INDEX_ID_LABEL: &[u8] = b"backendenc/v1/record-index-id";
+/// Domain label of a record index's caller AAD.
+pub const RECORD_INDEX_AAD_LABEL: &[u8] = b"backendenc/v1/record-index";
 /// Domain label of the tenant key hash.
 pub const TENANT_LABEL: &[u8] = b"backendenc/v1/tenant";
 

@@ -185,6 +185,23 @@ impl wit::GuestSession for SessionResource {
         self.with(|s| s.remove_recovery_key())
     }
 
+    fn put_record(&self, scope: String, name: String, value: Vec<u8>) -> Result<(), wit::Error> {
+        let value = Zeroizing::new(value);
+        self.with(|s| s.put_record(&scope, &name, &value))
+    }
+
+    fn get_record(&self, scope: String, name: String) -> Result<Vec<u8>, wit::Error> {
+        self.with(|s| s.get_record(&scope, &name).map(|v| v.to_vec()))
+    }
+
+    fn delete_record(&self, scope: String, name: String) -> Result<(), wit::Error> {
+        self.with(|s| s.delete_record(&scope, &name))
+    }
+
+    fn list_records(&self, scope: String) -> Result<Vec<String>, wit::Error> {
+        self.with(|s| s.list_records(&scope))
+    }
+
     fn seal_stream(&self, scope: String, aad: Vec<u8>) -> Result<wit::Sealer, wit::Error> {
         let sealer = self.with(|s| s.seal_stream(&scope, &aad))?;
         Ok(wit::Sealer::new(SealerResource(RefCell::new(Some(sealer)))))
@@ -258,6 +275,7 @@ fn to_wit(e: Error) -> wit::Error {
         Error::Locked => wit::Error::Locked,
         Error::BadRecoveryKey => wit::Error::BadRecoveryKey,
         Error::Retired(m) => wit::Error::KeyRetired(m),
+        Error::NotFound(m) => wit::Error::NotFound(m),
     }
 }
 

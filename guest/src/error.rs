@@ -20,6 +20,9 @@ pub enum Error {
     /// altered wrapped key looks the same; the two are not told apart.
     #[error("wrong passphrase (or the keyring's wrapped key was altered)")]
     BadPassphrase,
+    /// A named record does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The recovery key does not open this tenant's keyring (or none is set).
     #[error("wrong recovery key (or this tenant has none)")]
     BadRecoveryKey,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod kdf;
 pub mod keyring;
 pub mod keys;
+pub mod records;
 pub mod recovery;
 pub mod session;
 pub mod storage;

@@ -431,6 +431,15 @@ impl Session {
         Ok(audit::scope_id(self.audit_key()?, scope))
     }
 
+    pub(crate) fn dir(&self) -> &TenantDir {
+        &self.dir
+    }
+
+    /// The tenant's random secret that keyed ids derive from (the audit key).
+    pub(crate) fn tenant_secret(&self) -> Result<&keyring::AuditKeyBytes> {
+        self.audit_key()
+    }
+
     /// The audit key; absent only if an older backendenc rewrote the keyring
     /// (format 1) after this session opened it.
     fn audit_key(&self) -> Result<&keyring::AuditKeyBytes> {

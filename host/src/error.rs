@@ -34,6 +34,9 @@ pub enum Error {
     /// The session is locked (explicitly, idle, or re-keyed); unlock again.
     #[error("session is locked: unlock the tenant again")]
     Locked,
+    /// A named record does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The recovery key does not open this keyring (or none is set).
     #[error("wrong recovery key (or this tenant has none)")]
     BadRecoveryKey,
@@ -66,6 +69,7 @@ impl From<backendenc_guest::Error> for Error {
             G::Locked => Error::Locked,
             G::BadRecoveryKey => Error::BadRecoveryKey,
             G::Retired(m) => Error::Retired(m),
+            G::NotFound(m) => Error::NotFound(m),
             other => Error::Runtime(other.to_string()),
         }
     }

@@ -489,6 +489,27 @@ impl Session {
             .collect())
     }
 
+    /// Stores `value` as the record `name` of `scope`, replacing any previous
+    /// value atomically. Names never reach disk in clear.
+    pub fn put_record(&self, scope: &str, name: &str, value: &[u8]) -> Result<()> {
+        self.call(|g, store, h| g.session().call_put_record(store, h, scope, name, value))
+    }
+
+    /// The record `name` of `scope` (`NotFound` if there is none).
+    pub fn get_record(&self, scope: &str, name: &str) -> Result<Zeroizing<Vec<u8>>> {
+        self.call(|g, store, h| g.session().call_get_record(store, h, scope, name)).map(Zeroizing::new)
+    }
+
+    /// Deletes the record `name` of `scope`.
+    pub fn delete_record(&self, scope: &str, name: &str) -> Result<()> {
+        self.call(|g, store, h| g.session().call_delete_record(store, h, scope, name))
+    }
+
+    /// The names of the records of `scope`, sorted.
+    pub fn list_records(&self, scope: &str) -> Result<Vec<String>> {
+        self.call(|g, store, h| g.session().call_list_records(store, h, scope))
+    }
+
     /// Starts sealing a stream under the scope's current key. Feed it with
     /// [`StreamSealer::push`]; [`Session::seal`] does it for a reader.
     pub fn seal_stream(&self, scope: &str, aad: &[u8]) -> Result<StreamSealer> {
@@ -625,6 +646,7 @@ pub(crate) fn from_wit(e: wit::Error) -> Error {
         wit::Error::Locked => Error::Locked,
         wit::Error::BadRecoveryKey => Error::BadRecoveryKey,
         wit::Error::KeyRetired(m) => Error::Retired(m),
+        wit::Error::NotFound(m) => Error::NotFound(m),
     }
 }
 

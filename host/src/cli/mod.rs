@@ -32,6 +32,14 @@ enum Command {
     Encrypt(EncryptArgs),
     /// Decrypt a binary or armored envelope from IN; write the plaintext to OUT.
     Decrypt(DecryptArgs),
+    /// Store a named record (value from --value, a file, or stdin).
+    Put(PutArgs),
+    /// Print a named record.
+    Get(RecordArgs),
+    /// Delete a named record.
+    Rm(RecordArgs),
+    /// List the record names of a scope.
+    Ls(ScopeArgs),
     /// Encrypt a file of any size in constant memory (streamed in 64 KiB segments).
     Seal(StreamArgs),
     /// Decrypt a sealed file; OUT appears only if the whole stream authenticates.
@@ -128,6 +136,46 @@ struct DecryptArgs {
     /// Input file, binary or armored [default: stdin]
     #[arg(value_name = "IN")]
     input: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
+    #[command(flatten)]
+    tenant: TenantArgs,
+    /// Scope of the record
+    #[arg(long)]
+    scope: String,
+    /// Record name (any non-empty UTF-8, at most 1024 bytes)
+    name: String,
+    /// Output file for `get`, replaced atomically [default: stdout]
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct PutArgs {
+    #[command(flatten)]
+    tenant: TenantArgs,
+    /// Scope of the record
+    #[arg(long)]
+    scope: String,
+    /// Record name (any non-empty UTF-8, at most 1024 bytes)
+    name: String,
+    /// The value as an argument (else FILE, else stdin)
+    #[arg(long, conflicts_with = "file")]
+    value: Option<String>,
+    /// Read the value from this file
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ScopeArgs {
+    #[command(flatten)]
+    tenant: TenantArgs,
+    /// Scope to list
+    #[arg(long)]
+    scope: String,
 }
 
 #[derive(Args, Debug)]
@@ -315,6 +363,28 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let session = unlock(&vault_dir(), &a.tenant)?;
             let plaintext = session.decrypt(&a.scope, &envelope, a.aad.as_bytes())?;
             output.write(&plaintext)
+        }
+        Command::Put(a) => {
+            let value = match &a.value {
+                Some(v) => zeroize::Zeroizing::new(v.clone().into_bytes()),
+                None => Input::new(a.file.as_deref()).read_all()?,
+            };
+            unlock(&vault_dir(), &a.tenant)?.put_record(&a.scope, &a.name, &value)?;
+            Ok(())
+        }
+        Command::Get(a) => {
+            let output = Output::new(a.output.as_deref(), false)?;
+            let value = unlock(&vault_dir(), &a.tenant)?.get_record(&a.scope, &a.name)?;
+            output.write(&value)
+        }
+        Command::Rm(a) => {
+            unlock(&vault_dir(), &a.tenant)?.delete_record(&a.scope, &a.name)?;
+            Ok(())
+        }
+        Command::Ls(a) => {
+            let names = unlock(&vault_dir(), &a.tenant)?.list_records(&a.scope)?;
+            let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+            Output::new(None, false)?.write(text.as_bytes())
         }
         Command::Seal(a) => stream(&vault_dir(), a, true),
         Command::Open(a) => stream(&vault_dir(), a, false),

@@ -124,6 +124,18 @@ impl GuestSession for NoSession {
     fn audit_log(&self) -> Result<Vec<AuditEntry>, Error> {
         Err(Error::Locked)
     }
+    fn put_record(&self, _: String, _: String, _: Vec<u8>) -> Result<(), Error> {
+        Err(Error::Locked)
+    }
+    fn get_record(&self, _: String, _: String) -> Result<Vec<u8>, Error> {
+        Err(Error::Locked)
+    }
+    fn delete_record(&self, _: String, _: String) -> Result<(), Error> {
+        Err(Error::Locked)
+    }
+    fn list_records(&self, _: String) -> Result<Vec<String>, Error> {
+        Err(Error::Locked)
+    }
     fn seal_stream(&self, _: String, _: Vec<u8>) -> Result<Sealer, Error> {
         Err(Error::Locked)
     }
