@@ -131,3 +131,56 @@ fn cli_put_get_rm_ls_and_concurrent_writers() {
         }
     }
 }
+
+#[test]
+fn stored_assets_through_the_host_api() {
+    let (_d, vault) = temp_vault();
+    let s = init(&vault, "u", "c", b"pw");
+    let data: Vec<u8> = (0..(3 << 20) + 1).map(|i: usize| (i % 249) as u8).collect();
+    let mut seen = 0;
+    assert_eq!(s.put_asset("assets", "avatar.png", &mut &data[..], &mut |n| seen = n).unwrap(), data.len() as u64);
+    assert_eq!(seen, data.len() as u64, "progress reaches the total");
+    let mut out = Vec::new();
+    assert_eq!(s.get_asset("assets", "avatar.png", &mut out, &mut |_| {}).unwrap(), data.len() as u64);
+    assert_eq!(out, data);
+    s.put_asset("assets", "contract.pdf", &mut &b"pdf"[..], &mut |_| {}).unwrap();
+    assert_eq!(s.list_assets("assets").unwrap(), ["avatar.png", "contract.pdf"]);
+    s.delete_asset("assets", "contract.pdf").unwrap();
+    assert!(matches!(s.get_asset("assets", "contract.pdf", &mut Vec::new(), &mut |_| {}), Err(Error::NotFound(_))));
+    // Tampering is caught while reading.
+    let dir = vault.path().join("tenants").join(s.tenant_key()).join("assets");
+    let file = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_none()).unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[1 << 20] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+    assert!(matches!(s.get_asset("assets", "avatar.png", &mut Vec::new(), &mut |_| {}), Err(Error::Integrity(_))));
+    assert!(!s.is_locked());
+}
+
+#[test]
+fn cli_put_and_get_assets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, pw) = (dir.path().join("vault"), dir.path().join("pw"));
+    std::fs::write(&pw, "pw\n").unwrap();
+    assert!(
+        cli(&vault, &pw, &["init", "--iterations", "1000", "--insecure-low-iterations-for-tests"], b"")
+            .status
+            .success()
+    );
+    let photo = dir.path().join("photo.png");
+    let data: Vec<u8> = (0..700_001usize).map(|i| (i * 3) as u8).collect();
+    std::fs::write(&photo, &data).unwrap();
+    let o = cli(&vault, &pw, &["put", "--asset", "avatar.png", photo.to_str().unwrap()], b"");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(cli(&vault, &pw, &["put", "--asset", "notes.txt"], b"from stdin").status.success());
+    let out = dir.path().join("out.png");
+    let o = cli(&vault, &pw, &["get", "--asset", "avatar.png", "-o", out.to_str().unwrap()], b"");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert_eq!(cli(&vault, &pw, &["get", "--asset", "notes.txt"], b"").stdout, b"from stdin");
+    assert_eq!(cli(&vault, &pw, &["ls", "--assets"], b"").stdout, b"avatar.png\nnotes.txt\n");
+    assert!(cli(&vault, &pw, &["rm", "--asset", "notes.txt"], b"").status.success());
+    assert_eq!(cli(&vault, &pw, &["ls", "--assets"], b"").stdout, b"avatar.png\n");
+    let o = cli(&vault, &pw, &["get", "missing"], b"");
+    assert_eq!(o.stderr, b"backendenc: records need --scope\n");
+}

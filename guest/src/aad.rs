@@ -36,6 +36,10 @@ pub const RECORD_AAD_LABEL: &[u8] = b"backendenc/v1/record";
 pub const RECORD_INDEX_ID_LABEL: &[u8] = b"backendenc/v1/record-index-id";
 /// Domain label of a record index's caller AAD.
 pub const RECORD_INDEX_AAD_LABEL: &[u8] = b"backendenc/v1/record-index";
+/// Domain label of an asset file's id.
+pub const ASSET_ID_LABEL: &[u8] = b"backendenc/v1/asset-id";
+/// Domain label of an asset's caller AAD (binds the name).
+pub const ASSET_AAD_LABEL: &[u8] = b"backendenc/v1/asset";
 /// Domain label of the tenant key hash.
 pub const TENANT_LABEL: &[u8] = b"backendenc/v1/tenant";
 

@@ -24,6 +24,28 @@ fn finished() -> wit::Error {
     wit::Error::InvalidArgument("the stream was already finished".into())
 }
 
+/// Asset resources: `None` once committed or failed.
+struct AssetWriterResource(RefCell<Option<crate::assets::AssetWriter>>);
+struct AssetReaderResource(RefCell<Option<crate::assets::AssetReader>>);
+
+impl wit::GuestAssetWriter for AssetWriterResource {
+    fn push(&self, chunk: Vec<u8>) -> Result<(), wit::Error> {
+        let chunk = Zeroizing::new(chunk);
+        self.0.borrow_mut().as_mut().ok_or_else(finished)?.push(&chunk).map_err(to_wit)
+    }
+}
+
+impl wit::GuestAssetReader for AssetReaderResource {
+    fn read(&self, max: u32) -> Result<Vec<u8>, wit::Error> {
+        let mut slot = self.0.borrow_mut();
+        let result = slot.as_mut().ok_or_else(finished)?.read(max as usize).map(|p| p.to_vec());
+        if result.is_err() {
+            *slot = None;
+        }
+        result.map_err(to_wit)
+    }
+}
+
 impl wit::GuestSealer for SealerResource {
     fn push(&self, chunk: Vec<u8>) -> Result<Vec<u8>, wit::Error> {
         let chunk = Zeroizing::new(chunk);
@@ -63,6 +85,8 @@ impl wit::Guest for Component {
     type Session = SessionResource;
     type Sealer = SealerResource;
     type Opener = OpenerResource;
+    type AssetWriter = AssetWriterResource;
+    type AssetReader = AssetReaderResource;
 
     fn init(
         user: String,
@@ -200,6 +224,29 @@ impl wit::GuestSession for SessionResource {
 
     fn list_records(&self, scope: String) -> Result<Vec<String>, wit::Error> {
         self.with(|s| s.list_records(&scope))
+    }
+
+    fn begin_asset(&self, scope: String, name: String) -> Result<wit::AssetWriter, wit::Error> {
+        let w = self.with(|s| s.begin_asset(&scope, &name))?;
+        Ok(wit::AssetWriter::new(AssetWriterResource(RefCell::new(Some(w)))))
+    }
+
+    fn commit_asset(&self, writer: wit::AssetWriter) -> Result<u64, wit::Error> {
+        let w = writer.into_inner::<AssetWriterResource>().0.into_inner().ok_or_else(finished)?;
+        self.with(|s| s.commit_asset(w))
+    }
+
+    fn open_asset(&self, scope: String, name: String) -> Result<wit::AssetReader, wit::Error> {
+        let r = self.with(|s| s.open_asset(&scope, &name))?;
+        Ok(wit::AssetReader::new(AssetReaderResource(RefCell::new(Some(r)))))
+    }
+
+    fn delete_asset(&self, scope: String, name: String) -> Result<(), wit::Error> {
+        self.with(|s| s.delete_asset(&scope, &name))
+    }
+
+    fn list_assets(&self, scope: String) -> Result<Vec<String>, wit::Error> {
+        self.with(|s| s.list_assets(&scope))
     }
 
     fn seal_stream(&self, scope: String, aad: Vec<u8>) -> Result<wit::Sealer, wit::Error> {

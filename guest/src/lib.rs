@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod aad;
+pub mod assets;
 pub mod audit;
 pub mod envelope;
 pub mod error;

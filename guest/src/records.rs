@@ -49,7 +49,30 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn keyed_id(secret: &AuditKeyBytes, label: &[u8], parts: &[&[u8]]) -> String {
+/// What an index lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Record,
+    Asset,
+}
+
+impl Kind {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Kind::Record => b"record",
+            Kind::Asset => b"asset",
+        }
+    }
+
+    fn dir(self) -> &'static str {
+        match self {
+            Kind::Record => RECORDS_DIR,
+            Kind::Asset => crate::assets::ASSETS_DIR,
+        }
+    }
+}
+
+pub(crate) fn keyed_id(secret: &AuditKeyBytes, label: &[u8], parts: &[&[u8]]) -> String {
     let mut names_key = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret.0).expect("HMAC takes any key length");
     names_key.update(b"backendenc/v1/names-key");
     let names_key: Zeroizing<[u8; 32]> = Zeroizing::new(names_key.finalize().into_bytes().into());
@@ -75,9 +98,9 @@ impl Session {
         )))
     }
 
-    fn index_path(&self, scope: &str) -> Result<PathBuf> {
-        let id = keyed_id(self.tenant_secret()?, RECORD_INDEX_ID_LABEL, &[scope.as_bytes()]);
-        Ok(self.records_dir().join(format!("{id}.index")))
+    fn index_path(&self, kind: Kind, scope: &str) -> Result<PathBuf> {
+        let id = keyed_id(self.tenant_secret()?, RECORD_INDEX_ID_LABEL, &[kind.label(), scope.as_bytes()]);
+        Ok(self.dir().path().join(kind.dir()).join(format!("{id}.index")))
     }
 
     /// Stores `value` under `name` in `scope`, replacing any previous value atomically.
@@ -90,10 +113,7 @@ impl Session {
         fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let lock = self.dir().lock_named(RECORDS_LOCK)?;
         write_replace(&path, &envelope)?;
-        let mut names = self.read_index(scope)?;
-        if names.insert(name.to_owned()) {
-            self.write_index(scope, &names)?;
-        }
+        self.index_add(Kind::Record, scope, name)?;
         lock.release()
     }
 
@@ -120,9 +140,9 @@ impl Session {
             }
             Err(e) => return Err(Error::io("remove", &path, e)),
         }
-        let mut names = self.read_index(scope)?;
+        let mut names = self.read_index(Kind::Record, scope)?;
         if names.remove(name) {
-            self.write_index(scope, &names)?;
+            self.write_index(Kind::Record, scope, &names)?;
         }
         lock.release()
     }
@@ -130,17 +150,26 @@ impl Session {
     /// The names of the records of `scope`, sorted.
     pub fn list_records(&mut self, scope: &str) -> Result<Vec<String>> {
         validate_scope(scope)?;
-        Ok(self.read_index(scope)?.into_iter().collect())
+        Ok(self.read_index(Kind::Record, scope)?.into_iter().collect())
     }
 
-    fn read_index(&mut self, scope: &str) -> Result<BTreeSet<String>> {
-        let path = self.index_path(scope)?;
+    /// Adds `name` to the index of `kind` in `scope`. Requires `records.lock`.
+    pub(crate) fn index_add(&mut self, kind: Kind, scope: &str, name: &str) -> Result<()> {
+        let mut names = self.read_index(kind, scope)?;
+        if names.insert(name.to_owned()) {
+            self.write_index(kind, scope, &names)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read_index(&mut self, kind: Kind, scope: &str) -> Result<BTreeSet<String>> {
+        let path = self.index_path(kind, scope)?;
         let Some(bytes) = read_bounded(&path)? else { return Ok(BTreeSet::new()) };
-        let plain = self.decrypt(scope, &bytes, &bind(RECORD_INDEX_AAD_LABEL, &[]))?;
+        let plain = self.decrypt(scope, &bytes, &bind(RECORD_INDEX_AAD_LABEL, &[kind.label()]))?;
         decode_names(&plain)
     }
 
-    fn write_index(&mut self, scope: &str, names: &BTreeSet<String>) -> Result<()> {
+    pub(crate) fn write_index(&mut self, kind: Kind, scope: &str, names: &BTreeSet<String>) -> Result<()> {
         let mut plain = Zeroizing::new(Vec::new());
         plain.extend_from_slice(
             &u32::try_from(names.len()).map_err(|_| Error::invalid("too many records"))?.to_be_bytes(),
@@ -149,8 +178,8 @@ impl Session {
             plain.extend_from_slice(&u16::try_from(n.len()).expect("names are at most 1024 bytes").to_be_bytes());
             plain.extend_from_slice(n.as_bytes());
         }
-        let envelope = self.encrypt(scope, &plain, &bind(RECORD_INDEX_AAD_LABEL, &[]))?;
-        write_replace(&self.index_path(scope)?, &envelope)
+        let envelope = self.encrypt(scope, &plain, &bind(RECORD_INDEX_AAD_LABEL, &[kind.label()]))?;
+        write_replace(&self.index_path(kind, scope)?, &envelope)
     }
 }
 
@@ -171,7 +200,7 @@ fn decode_names(plain: &[u8]) -> Result<BTreeSet<String>> {
     Ok(names)
 }
 
-fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>> {
     use std::io::Read;
     let f = match File::open(path) {
         Ok(f) => f,
@@ -187,7 +216,7 @@ fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>> {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename.
-fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let written = (|| {
         fault::point()?;

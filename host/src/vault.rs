@@ -510,6 +510,67 @@ impl Session {
         self.call(|g, store, h| g.session().call_list_records(store, h, scope))
     }
 
+    /// Stores everything `input` yields as the asset `name` of `scope`, in
+    /// constant memory; it becomes visible (replacing any previous one) only
+    /// once complete. Returns its size.
+    pub fn put_asset(
+        &self,
+        scope: &str,
+        name: &str,
+        input: &mut dyn Read,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64> {
+        let writer = self.call(|g, store, h| g.session().call_begin_asset(store, h, scope, name))?;
+        let pushed =
+            pump(input, progress, |chunk| self.call(|g, store, _| g.asset_writer().call_push(store, writer, chunk)));
+        match pushed {
+            Ok(_) => self.call(|g, store, h| g.session().call_commit_asset(store, h, writer)),
+            Err(e) => {
+                self.drop_resource(writer);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the asset `name` of `scope` to `output`, in constant memory.
+    /// On an error, what was written is incomplete and must be discarded.
+    pub fn get_asset(
+        &self,
+        scope: &str,
+        name: &str,
+        output: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64> {
+        let reader = self.call(|g, store, h| g.session().call_open_asset(store, h, scope, name))?;
+        let mut total = 0u64;
+        let result = loop {
+            let chunk = match self.call(|g, store, _| g.asset_reader().call_read(store, reader, STREAM_CHUNK as u32)) {
+                Ok(c) => Zeroizing::new(c),
+                Err(e) => break Err(e),
+            };
+            if chunk.is_empty() {
+                break Ok(total);
+            }
+            if let Err(e) = write_all(output, &chunk) {
+                break Err(e);
+            }
+            total += chunk.len() as u64;
+            progress(total);
+        };
+        self.drop_resource(reader);
+        result
+    }
+
+    /// Deletes the asset `name` of `scope`.
+    pub fn delete_asset(&self, scope: &str, name: &str) -> Result<()> {
+        self.call(|g, store, h| g.session().call_delete_asset(store, h, scope, name))
+    }
+
+    /// The names of the assets of `scope`, sorted.
+    pub fn list_assets(&self, scope: &str) -> Result<Vec<String>> {
+        self.call(|g, store, h| g.session().call_list_assets(store, h, scope))
+    }
+
     /// Starts sealing a stream under the scope's current key. Feed it with
     /// [`StreamSealer::push`]; [`Session::seal`] does it for a reader.
     pub fn seal_stream(&self, scope: &str, aad: &[u8]) -> Result<StreamSealer> {

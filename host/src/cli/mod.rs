@@ -32,13 +32,13 @@ enum Command {
     Encrypt(EncryptArgs),
     /// Decrypt a binary or armored envelope from IN; write the plaintext to OUT.
     Decrypt(DecryptArgs),
-    /// Store a named record (value from --value, a file, or stdin).
+    /// Store a named record (value from --value, a file, or stdin), or a file as an asset (--asset).
     Put(PutArgs),
-    /// Print a named record.
+    /// Print a named record, or write out an asset (--asset).
     Get(RecordArgs),
-    /// Delete a named record.
+    /// Delete a named record or asset.
     Rm(RecordArgs),
-    /// List the record names of a scope.
+    /// List the record (or, with --assets, asset) names of a scope.
     Ls(ScopeArgs),
     /// Encrypt a file of any size in constant memory (streamed in 64 KiB segments).
     Seal(StreamArgs),
@@ -142,11 +142,15 @@ struct DecryptArgs {
 struct RecordArgs {
     #[command(flatten)]
     tenant: TenantArgs,
-    /// Scope of the record
+    /// Scope [default for --asset: assets]
     #[arg(long)]
-    scope: String,
+    scope: Option<String>,
+    /// The stored asset NAME instead of a record
+    #[arg(long, value_name = "NAME", conflicts_with = "name")]
+    asset: Option<String>,
     /// Record name (any non-empty UTF-8, at most 1024 bytes)
-    name: String,
+    #[arg(required_unless_present = "asset")]
+    name: Option<String>,
     /// Output file for `get`, replaced atomically [default: stdout]
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
@@ -156,26 +160,46 @@ struct RecordArgs {
 struct PutArgs {
     #[command(flatten)]
     tenant: TenantArgs,
-    /// Scope of the record
+    /// Scope [default for --asset: assets]
     #[arg(long)]
-    scope: String,
-    /// Record name (any non-empty UTF-8, at most 1024 bytes)
-    name: String,
-    /// The value as an argument (else FILE, else stdin)
-    #[arg(long, conflicts_with = "file")]
+    scope: Option<String>,
+    /// Store FILE (or stdin) as the asset NAME: streamed, any size
+    #[arg(long, value_name = "NAME")]
+    asset: Option<String>,
+    /// A record's value as an argument (else FILE, else stdin)
+    #[arg(long, conflicts_with = "asset")]
     value: Option<String>,
-    /// Read the value from this file
-    #[arg(value_name = "FILE")]
-    file: Option<PathBuf>,
+    /// NAME [FILE] for a record; [FILE] with --asset
+    #[arg(value_name = "NAME|FILE", num_args = 0..=2)]
+    args: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 struct ScopeArgs {
     #[command(flatten)]
     tenant: TenantArgs,
-    /// Scope to list
+    /// Scope to list [default with --assets: assets]
     #[arg(long)]
-    scope: String,
+    scope: Option<String>,
+    /// List stored assets instead of records
+    #[arg(long)]
+    assets: bool,
+}
+
+/// What a record/asset command names: (scope, name, is-asset).
+fn target(
+    scope: &Option<String>,
+    asset: &Option<String>,
+    name: Option<&str>,
+) -> Result<(String, String, bool), CliError> {
+    match (asset, name) {
+        (Some(a), _) => Ok((scope.clone().unwrap_or_else(|| "assets".into()), a.clone(), true)),
+        (None, Some(n)) => {
+            let scope = scope.clone().ok_or_else(|| CliError::msg("records need --scope"))?;
+            Ok((scope, n.to_owned(), false))
+        }
+        (None, None) => Err(CliError::msg("name a record (NAME) or an asset (--asset NAME)")),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -365,24 +389,56 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             output.write(&plaintext)
         }
         Command::Put(a) => {
+            let (name, file) = match (&a.asset, a.args.as_slice()) {
+                (Some(_), [file]) => (None, Some(file.as_str())),
+                (Some(_), []) => (None, None),
+                (None, [name]) => (Some(name.as_str()), None),
+                (None, [name, file]) => (Some(name.as_str()), Some(file.as_str())),
+                _ => return Err(CliError::msg("put takes NAME [FILE], or --asset NAME [FILE]")),
+            };
+            let (scope, name, asset) = target(&a.scope, &a.asset, name)?;
+            if asset {
+                let mut input = Input::new(file.map(std::path::Path::new)).open()?;
+                let session = unlock(&vault_dir(), &a.tenant)?;
+                let progress = io::progress_bar(input.len());
+                let size = session.put_asset(&scope, &name, &mut input, &mut |n| progress.set_position(n));
+                progress.finish_and_clear();
+                size?;
+                return Ok(());
+            }
             let value = match &a.value {
                 Some(v) => zeroize::Zeroizing::new(v.clone().into_bytes()),
-                None => Input::new(a.file.as_deref()).read_all()?,
+                None => Input::new(file.map(std::path::Path::new)).read_all()?,
             };
-            unlock(&vault_dir(), &a.tenant)?.put_record(&a.scope, &a.name, &value)?;
+            unlock(&vault_dir(), &a.tenant)?.put_record(&scope, &name, &value)?;
             Ok(())
         }
         Command::Get(a) => {
+            let (scope, name, asset) = target(&a.scope, &a.asset, a.name.as_deref())?;
             let output = Output::new(a.output.as_deref(), false)?;
-            let value = unlock(&vault_dir(), &a.tenant)?.get_record(&a.scope, &a.name)?;
-            output.write(&value)
+            let session = unlock(&vault_dir(), &a.tenant)?;
+            if asset {
+                return output.stream(|out| session.get_asset(&scope, &name, out, &mut |_| {})).map(|_| ());
+            }
+            output.write(&session.get_record(&scope, &name)?)
         }
         Command::Rm(a) => {
-            unlock(&vault_dir(), &a.tenant)?.delete_record(&a.scope, &a.name)?;
+            let (scope, name, asset) = target(&a.scope, &a.asset, a.name.as_deref())?;
+            let session = unlock(&vault_dir(), &a.tenant)?;
+            if asset {
+                session.delete_asset(&scope, &name)?
+            } else {
+                session.delete_record(&scope, &name)?
+            }
             Ok(())
         }
         Command::Ls(a) => {
-            let names = unlock(&vault_dir(), &a.tenant)?.list_records(&a.scope)?;
+            let session = unlock(&vault_dir(), &a.tenant)?;
+            let names = if a.assets {
+                session.list_assets(a.scope.as_deref().unwrap_or("assets"))?
+            } else {
+                session.list_records(a.scope.as_deref().ok_or_else(|| CliError::msg("records need --scope"))?)?
+            };
             let text: String = names.iter().map(|n| format!("{n}\n")).collect();
             Output::new(None, false)?.write(text.as_bytes())
         }

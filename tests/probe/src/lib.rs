@@ -7,8 +7,8 @@
 wit_bindgen::generate!({ world: "backendenc", path: "../../wit" });
 
 use exports::backendenc::vault::vault::{
-    AuditEntry, Error, Guest, GuestOpener, GuestSealer, GuestSession, InitOptions, Opener, RetireOutcome, RewrapItem,
-    Sealer, Session, TenantStatus,
+    AssetReader, AssetWriter, AuditEntry, Error, Guest, GuestAssetReader, GuestAssetWriter, GuestOpener, GuestSealer,
+    GuestSession, InitOptions, Opener, RetireOutcome, RewrapItem, Sealer, Session, TenantStatus,
 };
 
 struct Probe;
@@ -20,6 +20,18 @@ impl GuestSealer for NoStream {
         Err(Error::Locked)
     }
     fn finish(&self) -> Result<Vec<u8>, Error> {
+        Err(Error::Locked)
+    }
+}
+
+impl GuestAssetWriter for NoStream {
+    fn push(&self, _: Vec<u8>) -> Result<(), Error> {
+        Err(Error::Locked)
+    }
+}
+
+impl GuestAssetReader for NoStream {
+    fn read(&self, _: u32) -> Result<Vec<u8>, Error> {
         Err(Error::Locked)
     }
 }
@@ -64,6 +76,8 @@ impl Guest for Probe {
     type Session = NoSession;
     type Sealer = NoStream;
     type Opener = NoStream;
+    type AssetWriter = NoStream;
+    type AssetReader = NoStream;
 
     fn init(_user: String, _channel: String, passphrase: Vec<u8>, _options: InitOptions) -> Result<Session, Error> {
         Err(run(passphrase))
@@ -134,6 +148,21 @@ impl GuestSession for NoSession {
         Err(Error::Locked)
     }
     fn list_records(&self, _: String) -> Result<Vec<String>, Error> {
+        Err(Error::Locked)
+    }
+    fn begin_asset(&self, _: String, _: String) -> Result<AssetWriter, Error> {
+        Err(Error::Locked)
+    }
+    fn commit_asset(&self, _: AssetWriter) -> Result<u64, Error> {
+        Err(Error::Locked)
+    }
+    fn open_asset(&self, _: String, _: String) -> Result<AssetReader, Error> {
+        Err(Error::Locked)
+    }
+    fn delete_asset(&self, _: String, _: String) -> Result<(), Error> {
+        Err(Error::Locked)
+    }
+    fn list_assets(&self, _: String) -> Result<Vec<String>, Error> {
         Err(Error::Locked)
     }
     fn seal_stream(&self, _: String, _: Vec<u8>) -> Result<Sealer, Error> {
