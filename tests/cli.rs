@@ -398,3 +398,28 @@ fn passwd_on_a_terminal_asks_for_the_old_passphrase_once_and_the_new_one_twice()
     c.env("BACKENDENC_PASSPHRASE", "brand-new");
     assert!(run(c, b"").status.success());
 }
+
+#[test]
+fn seal_shows_progress_on_a_terminal_for_large_files_only() {
+    let e = env();
+    e.init();
+    let v = e.vault.to_str().unwrap();
+    let pw = e.pwfile.to_str().unwrap();
+    let big = e.root.join("big.bin");
+    std::fs::write(&big, vec![1u8; 24 << 20]).unwrap();
+    let small = e.root.join("small.bin");
+    std::fs::write(&small, b"tiny").unwrap();
+    let args = |input: &str, out: &str| {
+        ["--vault", v, "seal", "--user", "alice", "--channel", "general", "--passphrase-file", pw, "-o", out, input]
+            .map(str::to_owned)
+    };
+    let (o1, o2) = (e.root.join("big.sealed"), e.root.join("small.sealed"));
+    let big_args = args(big.to_str().unwrap(), o1.to_str().unwrap());
+    let (code, out) = on_terminal(&big_args.iter().map(String::as_str).collect::<Vec<_>>(), &[], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("MiB"), "a progress bar with byte counts: {out:?}");
+    let small_args = args(small.to_str().unwrap(), o2.to_str().unwrap());
+    let (code, out) = on_terminal(&small_args.iter().map(String::as_str).collect::<Vec<_>>(), &[], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("MiB") && !out.contains("KiB"), "no bar for a small file: {out:?}");
+}
