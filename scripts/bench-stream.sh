@@ -25,7 +25,19 @@ for mib in 256 1024; do
             'BEGIN { printf "| %d MiB | %s | %.2f s | %.0f MiB/s | %.1f MiB |\n", m, op, s, m / s, k / 1024 }'
     done
     cmp -s "$work/in" "$work/out" || { echo "round trip differs at $mib MiB" >&2; exit 1; }
-    rm -f "$work/in" "$work/sealed" "$work/out"
+    rm -f "$work/sealed" "$work/out"
+    for op in put get; do
+        if [ "$op" = put ]; then
+            /usr/bin/time -o "$work/t" -f "%e %M" "$bin" put "${args[@]}" --asset "file-$mib" "$work/in"
+        else
+            /usr/bin/time -o "$work/t" -f "%e %M" "$bin" get "${args[@]}" --asset "file-$mib" -o "$work/out"
+        fi
+        read -r secs kib < "$work/t"
+        awk -v m="$mib" -v s="$secs" -v k="$kib" -v op="$op --asset" \
+            'BEGIN { printf "| %d MiB | %s | %.2f s | %.0f MiB/s | %.1f MiB |\n", m, op, s, m / s, k / 1024 }'
+    done
+    cmp -s "$work/in" "$work/out" || { echo "asset round trip differs at $mib MiB" >&2; exit 1; }
+    rm -f "$work/in" "$work/out"
 done
 
 echo
