@@ -4,11 +4,8 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use backendenc::Error;
-use common::{files_below, init, temp_vault};
+use common::{files_below, init, run_cli as cli, temp_vault};
 
 #[test]
 fn put_get_overwrite_delete_list() {
@@ -68,18 +65,6 @@ fn a_record_copied_over_another_fails_to_decrypt() {
     let a = before.iter().find(|p| p.extension().is_none()).unwrap();
     std::fs::copy(a, &new[0]).unwrap();
     assert!(matches!(s.get_record("memory", "b"), Err(Error::Integrity(_))));
-}
-
-const BIN: &str = env!("CARGO_BIN_EXE_backendenc");
-
-fn cli(vault: &std::path::Path, pw: &std::path::Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
-    let mut c = Command::new("setsid");
-    c.arg("-w").arg(BIN).arg("--vault").arg(vault).args(args);
-    c.args(["--user", "u", "--channel", "c", "--passphrase-file"]).arg(pw);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[test]

@@ -4,11 +4,8 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use backendenc::{Error, Session};
-use common::{init, temp_vault};
+use common::{init, run_cli as cli, temp_vault};
 
 const SEG: usize = 64 * 1024;
 const HEADER: usize = 46;
@@ -96,18 +93,6 @@ fn a_finished_stream_cannot_be_reused_and_locking_ends_streams() {
     drop(opener); // an unfinished opener is released without harm
     s.lock();
     assert_eq!(sealer.push(b"more").unwrap_err(), Error::Locked);
-}
-
-const BIN: &str = env!("CARGO_BIN_EXE_backendenc");
-
-fn cli(vault: &std::path::Path, pw: &std::path::Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
-    let mut c = Command::new("setsid");
-    c.arg("-w").arg(BIN).arg("--vault").arg(vault).args(args);
-    c.args(["--user", "u", "--channel", "c", "--passphrase-file"]).arg(pw);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[test]

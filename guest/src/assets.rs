@@ -148,19 +148,7 @@ impl Session {
         validate_scope(scope)?;
         validate_name(name)?;
         let path = self.asset_path(scope, name)?;
-        let lock = self.dir().lock_named(RECORDS_LOCK)?;
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(Error::NotFound(format!("no asset {name:?} in scope {scope:?}")));
-            }
-            Err(e) => return Err(Error::io("remove", &path, e)),
-        }
-        let mut names = self.read_index(Kind::Asset, scope)?;
-        if names.remove(name) {
-            self.write_index(Kind::Asset, scope, &names)?;
-        }
-        lock.release()
+        self.delete_named(Kind::Asset, scope, name, &path)
     }
 
     /// The names of the assets of `scope`, sorted.

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -27,7 +27,6 @@ use crate::aad::{RECORD_AAD_LABEL, RECORD_ID_LABEL, RECORD_INDEX_AAD_LABEL, RECO
 use crate::error::{Error, Result};
 use crate::keyring::{AuditKeyBytes, validate_scope};
 use crate::session::Session;
-use crate::storage::fault;
 
 /// Directory of record files inside the tenant directory.
 pub const RECORDS_DIR: &str = "records";
@@ -132,17 +131,23 @@ impl Session {
         validate_scope(scope)?;
         validate_name(name)?;
         let path = self.record_path(scope, name)?;
+        self.delete_named(Kind::Record, scope, name, &path)
+    }
+
+    /// Removes the file of a record or asset and its name from the index, under the lock.
+    pub(crate) fn delete_named(&mut self, kind: Kind, scope: &str, name: &str, path: &Path) -> Result<()> {
         let lock = self.dir().lock_named(RECORDS_LOCK)?;
-        match fs::remove_file(&path) {
+        match fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(Error::NotFound(format!("no record {name:?} in scope {scope:?}")));
+                let what = if kind == Kind::Record { "record" } else { "asset" };
+                return Err(Error::NotFound(format!("no {what} {name:?} in scope {scope:?}")));
             }
-            Err(e) => return Err(Error::io("remove", &path, e)),
+            Err(e) => return Err(Error::io("remove", path, e)),
         }
-        let mut names = self.read_index(Kind::Record, scope)?;
+        let mut names = self.read_index(kind, scope)?;
         if names.remove(name) {
-            self.write_index(Kind::Record, scope, &names)?;
+            self.write_index(kind, scope, &names)?;
         }
         lock.release()
     }
@@ -215,26 +220,9 @@ pub(crate) fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename.
+/// Writes `bytes` to `path` atomically (see [`crate::storage::replace_file`]).
 pub(crate) fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let written = (|| {
-        fault::point()?;
-        let mut f = File::create(&tmp)?;
-        fault::point()?;
-        f.write_all(bytes)?;
-        fault::point()?;
-        f.sync_all()?;
-        fault::point()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        if !fault::dead() {
-            let _ = fs::remove_file(&tmp);
-        }
-        return Err(Error::io("write", path, e));
-    }
-    Ok(())
+    crate::storage::replace_file(path, &path.with_extension("tmp"), bytes)
 }
 
 #[cfg(test)]

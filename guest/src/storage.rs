@@ -146,31 +146,37 @@ impl TenantDir {
 
     /// Atomically replaces the keyring with `bytes`. Requires the lock.
     pub fn replace_keyring(&self, _lock: &WriterLock, bytes: &[u8]) -> Result<()> {
-        let tmp = self.dir.join(TEMP_FILE);
-        let dst = self.dir.join(KEYRING_FILE);
-        let written = (|| {
-            fault::point()?;
-            let mut f = File::create(&tmp)?;
-            fault::point()?;
-            f.write_all(bytes)?;
-            fault::point()?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            if !fault::dead() {
-                let _ = fs::remove_file(&tmp);
-            }
-            return Err(Error::io("write", &tmp, e));
-        }
-        if let Err(e) = fault::point().and_then(|()| fs::rename(&tmp, &dst)) {
-            if !fault::dead() {
-                let _ = fs::remove_file(&tmp);
-            }
-            return Err(Error::io("rename into place", &dst, e));
-        }
-        fault::point().map_err(|e| Error::io("sync directory", &self.dir, e))?;
-        sync_dir(&self.dir)
+        replace_file(&self.dir.join(KEYRING_FILE), &self.dir.join(TEMP_FILE), bytes)
     }
+}
+
+/// Replaces `dst` with `bytes` atomically: write `tmp`, fsync it, rename it
+/// over `dst`, fsync the directory. On failure `dst` is unchanged and `tmp`
+/// is removed. The caller holds whatever lock guards `dst`.
+pub fn replace_file(dst: &Path, tmp: &Path, bytes: &[u8]) -> Result<()> {
+    let written = (|| {
+        fault::point()?;
+        let mut f = File::create(tmp)?;
+        fault::point()?;
+        f.write_all(bytes)?;
+        fault::point()?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        if !fault::dead() {
+            let _ = fs::remove_file(tmp);
+        }
+        return Err(Error::io("write", tmp, e));
+    }
+    if let Err(e) = fault::point().and_then(|()| fs::rename(tmp, dst)) {
+        if !fault::dead() {
+            let _ = fs::remove_file(tmp);
+        }
+        return Err(Error::io("rename into place", dst, e));
+    }
+    let dir = dst.parent().unwrap_or(Path::new("."));
+    fault::point().map_err(|e| Error::io("sync directory", dir, e))?;
+    sync_dir(dir)
 }
 
 /// fsync of the directory makes the rename durable. Where the platform

@@ -575,13 +575,13 @@ impl Session {
     /// [`StreamSealer::push`]; [`Session::seal`] does it for a reader.
     pub fn seal_stream(&self, scope: &str, aad: &[u8]) -> Result<StreamSealer> {
         let handle = self.call(|g, store, h| g.session().call_seal_stream(store, h, scope, aad))?;
-        Ok(StreamSealer { session: self.clone(), handle: Some(handle) })
+        Ok(StreamSealer(Handle { session: self.clone(), resource: Some(handle) }))
     }
 
     /// Starts opening a stream of `scope`.
     pub fn open_stream(&self, scope: &str, aad: &[u8]) -> Result<StreamOpener> {
         let handle = self.call(|g, store, h| g.session().call_open_stream(store, h, scope, aad))?;
-        Ok(StreamOpener { session: self.clone(), handle: Some(handle) })
+        Ok(StreamOpener(Handle { session: self.clone(), resource: Some(handle) }))
     }
 
     /// Seals everything `input` yields into `output`, in constant memory.
@@ -777,72 +777,58 @@ fn write_all(output: &mut dyn Write, bytes: &[u8]) -> Result<()> {
     output.write_all(bytes).map_err(|e| Error::Storage(format!("cannot write the output: {e}")))
 }
 
-/// A stream being sealed inside the component (see [`Session::seal_stream`]).
-pub struct StreamSealer {
+/// A resource in a session's instance, freed when dropped.
+struct Handle {
     session: Session,
-    handle: Option<ResourceAny>,
+    resource: Option<ResourceAny>,
 }
 
-impl StreamSealer {
-    /// Takes plaintext; returns the stream bytes ready so far.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
-        let r = self.handle.ok_or_else(finished)?;
-        self.session.call(|g, store, _| g.sealer().call_push(store, r, chunk))
+impl Handle {
+    fn get(&self) -> Result<ResourceAny> {
+        self.resource.ok_or_else(finished)
     }
+}
 
-    /// Returns the stream's last bytes.
-    pub fn finish(mut self) -> Result<Vec<u8>> {
-        let r = self.handle.ok_or_else(finished)?;
-        let out = self.session.call(|g, store, _| g.sealer().call_finish(store, r));
-        self.release();
-        out
-    }
-
-    fn release(&mut self) {
-        if let Some(r) = self.handle.take() {
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(r) = self.resource.take() {
             self.session.drop_resource(r);
         }
     }
 }
 
-impl Drop for StreamSealer {
-    fn drop(&mut self) {
-        self.release();
+/// A stream being sealed inside the component (see [`Session::seal_stream`]).
+pub struct StreamSealer(Handle);
+
+impl StreamSealer {
+    /// Takes plaintext; returns the stream bytes ready so far.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
+        let r = self.0.get()?;
+        self.0.session.call(|g, store, _| g.sealer().call_push(store, r, chunk))
+    }
+
+    /// Returns the stream's last bytes.
+    pub fn finish(self) -> Result<Vec<u8>> {
+        let r = self.0.get()?;
+        self.0.session.call(|g, store, _| g.sealer().call_finish(store, r))
     }
 }
 
 /// A stream being opened inside the component (see [`Session::open_stream`]).
-pub struct StreamOpener {
-    session: Session,
-    handle: Option<ResourceAny>,
-}
+pub struct StreamOpener(Handle);
 
 impl StreamOpener {
     /// Takes stream bytes; returns the plaintext of the segments that
     /// authenticated so far. Tentative until [`StreamOpener::finish`] succeeds.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let r = self.handle.ok_or_else(finished)?;
-        self.session.call(|g, store, _| g.opener().call_push(store, r, chunk)).map(Zeroizing::new)
+        let r = self.0.get()?;
+        self.0.session.call(|g, store, _| g.opener().call_push(store, r, chunk)).map(Zeroizing::new)
     }
 
     /// Opens the final segment; fails if the stream was cut short or altered.
-    pub fn finish(mut self) -> Result<Zeroizing<Vec<u8>>> {
-        let r = self.handle.ok_or_else(finished)?;
-        let out = self.session.call(|g, store, _| g.opener().call_finish(store, r)).map(Zeroizing::new);
-        self.release();
-        out
-    }
-
-    fn release(&mut self) {
-        if let Some(r) = self.handle.take() {
-            self.session.drop_resource(r);
-        }
-    }
-}
-
-impl Drop for StreamOpener {
-    fn drop(&mut self) {
-        self.release();
+    pub fn finish(self) -> Result<Zeroizing<Vec<u8>>> {
+        let r = self.0.get()?;
+        self.0.session.call(|g, store, _| g.opener().call_finish(store, r)).map(Zeroizing::new)
     }
 }
 

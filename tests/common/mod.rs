@@ -70,3 +70,18 @@ pub fn vectors(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
 pub fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s).expect("hex")
 }
+
+/// Runs the CLI as tenant ("u", "c") with a vault and a passphrase file,
+/// detached from any terminal, feeding `stdin`.
+pub fn run_cli(vault: &Path, pw: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut c = Command::new("setsid");
+    c.arg("-w").arg(env!("CARGO_BIN_EXE_backendenc")).arg("--vault").arg(vault).args(args);
+    c.args(["--user", "u", "--channel", "c", "--passphrase-file"]).arg(pw);
+    c.env_remove("BACKENDENC_PASSPHRASE").env_remove("BACKENDENC_VAULT");
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawning the CLI");
+    child.stdin.take().expect("piped stdin").write_all(stdin).expect("writing stdin");
+    child.wait_with_output().expect("waiting for the CLI")
+}
