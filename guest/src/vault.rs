@@ -95,25 +95,25 @@ impl Vault {
     /// Opens (user, channel) with its passphrase. A failed attempt is
     /// recorded in the tenant's audit log (without a MAC: no key is known).
     pub fn unlock(&self, user: &str, channel: &str, passphrase: &[u8]) -> Result<Session> {
+        let (tenant, dir, sealed) = self.read_keyring(user, channel)?;
+        let h = &sealed.header;
+        let mk = h.kdf.derive_master_key(passphrase, IterationPolicy::Unlock)?;
+        let kek = mk.unwrap_kek(&h.kek_wrap, &kek_wrap_aad(&tenant, &h.kdf, h.kek_version)).inspect_err(|_| {
+            // Best effort: the failure is reported whether or not it could be logged.
+            let _ = audit::append(&dir, &tenant, None, "unlock-failed", "");
+        })?;
+        let mut session = open_session(dir, tenant, kek, sealed)?;
+        session.record("unlock", "")?;
+        Ok(session)
+    }
+
+    /// The tenant's key, directory and parsed (still sealed) keyring.
+    fn read_keyring(&self, user: &str, channel: &str) -> Result<(TenantKey, TenantDir, SealedKeyring)> {
         let tenant = TenantKey::derive(user, channel)?;
         let dir = self.tenant_dir(&tenant);
         let bytes = dir.read_keyring()?.ok_or(Error::NotInitialized)?;
         let sealed = SealedKeyring::decode(&bytes, &tenant)?;
-        let header = sealed.header.clone();
-        let mk = header.kdf.derive_master_key(passphrase, IterationPolicy::Unlock)?;
-        let kek = match mk.unwrap_kek(&header.kek_wrap, &kek_wrap_aad(&tenant, &header.kdf, header.kek_version)) {
-            Ok(kek) => kek,
-            Err(e) => {
-                // Best effort: the failure is reported whether or not it could be logged.
-                let _ = audit::append(&dir, &tenant, None, "unlock-failed", "");
-                return Err(e);
-            }
-        };
-        let body = sealed.open(&kek)?;
-        let mut session = Session::new(dir, tenant, kek, header, body);
-        session.upgrade_format(sealed.format)?;
-        session.record("unlock", "")?;
-        Ok(session)
+        Ok((tenant, dir, sealed))
     }
 
     /// Sets a new passphrase with the recovery key, then opens the tenant.
@@ -126,22 +126,27 @@ impl Vault {
         new_passphrase: &[u8],
         options: InitOptions,
     ) -> Result<Session> {
-        let tenant = TenantKey::derive(user, channel)?;
+        TenantKey::derive(user, channel)?; // bad ids are reported first, as by every entry point
         if new_passphrase.is_empty() {
             return Err(Error::invalid("the new passphrase is empty"));
         }
         let key = RecoveryKey::parse(recovery_key)?;
-        let dir = self.tenant_dir(&tenant);
-        let bytes = dir.read_keyring()?.ok_or(Error::NotInitialized)?;
-        let sealed = SealedKeyring::decode(&bytes, &tenant)?;
+        let (tenant, dir, sealed) = self.read_keyring(user, channel)?;
         let wrap = sealed.header.recovery.ok_or(Error::BadRecoveryKey)?;
         let kek = key.open_kek(&wrap, &tenant, sealed.header.kek_version).inspect_err(|_| {
             let _ = audit::append(&dir, &tenant, None, "recover-failed", "");
         })?;
-        let body = sealed.open(&kek)?;
-        let mut session = Session::new(dir, tenant, kek, sealed.header.clone(), body);
-        session.upgrade_format(sealed.format)?;
+        let mut session = open_session(dir, tenant, kek, sealed)?;
         session.set_passphrase(new_passphrase, options, "recover")?;
         Ok(session)
     }
+}
+
+/// Opens the keyring's body with the KEK it yielded and makes the session,
+/// rewriting an older keyring format as the current one.
+fn open_session(dir: TenantDir, tenant: TenantKey, kek: KeyEncryptionKey, sealed: SealedKeyring) -> Result<Session> {
+    let body = sealed.open(&kek)?;
+    let mut session = Session::new(dir, tenant, kek, sealed.header.clone(), body);
+    session.upgrade_format(sealed.format)?;
+    Ok(session)
 }

@@ -163,7 +163,7 @@ impl Vault {
     pub fn init(&self, user: &str, channel: &str, passphrase: &[u8], options: InitOptions) -> Result<Session> {
         let tenant = TenantKey::derive(user, channel)?;
         let rel = tenant.relative_dir();
-        if self.inner.root_dir.exists(rel.join(backendenc_guest::storage::KEYRING_FILE)) {
+        if self.has_keyring(&rel) {
             return Err(Error::AlreadyInitialized);
         }
         let staging = self.staging_dir()?;
@@ -201,7 +201,7 @@ impl Vault {
     fn publish(&self, staging: &Path, rel: &Path) -> Result<()> {
         let root = &self.inner.root_dir;
         if let Err(e) = root.rename(staging, root, rel) {
-            if root.exists(rel.join(backendenc_guest::storage::KEYRING_FILE)) {
+            if self.has_keyring(rel) {
                 return Err(Error::AlreadyInitialized);
             }
             let path = self.inner.root.join(rel);
@@ -218,15 +218,9 @@ impl Vault {
     /// Unlocks (user, channel). Replaces (and locks) any session the vault
     /// already held for that tenant.
     pub fn unlock(&self, user: &str, channel: &str, passphrase: &[u8]) -> Result<Session> {
-        let tenant = TenantKey::derive(user, channel)?;
-        if !self.inner.root_dir.exists(tenant.relative_dir().join(backendenc_guest::storage::KEYRING_FILE)) {
-            return Err(Error::NotInitialized);
-        }
-        let rel = tenant.relative_dir();
-        let session = self.open_session_in(tenant, &rel, |b, store| {
+        self.open_existing(user, channel, |b, store| {
             b.backendenc_vault_vault().call_unlock(store, user, channel, passphrase)
-        })?;
-        Ok(self.register(session))
+        })
     }
 
     /// Sets a new passphrase for (user, channel) with its recovery key, and
@@ -239,15 +233,32 @@ impl Vault {
         new_passphrase: &[u8],
         options: InitOptions,
     ) -> Result<Session> {
+        let opts = wit_options(options);
+        self.open_existing(user, channel, |b, store| {
+            b.backendenc_vault_vault().call_recover(store, user, channel, recovery_key, new_passphrase, opts)
+        })
+    }
+
+    /// Whether the tenant directory `rel` holds a keyring.
+    fn has_keyring(&self, rel: &Path) -> bool {
+        self.inner.root_dir.exists(rel.join(backendenc_guest::storage::KEYRING_FILE))
+    }
+
+    /// Opens an enrolled tenant's session with `call` (unlock or recover) in
+    /// its own directory and registers it; `NotInitialized` before any
+    /// instance is made if the tenant has no keyring.
+    fn open_existing(
+        &self,
+        user: &str,
+        channel: &str,
+        call: impl FnOnce(&Backendenc, &mut Store<State>) -> wasmtime::Result<Result<ResourceAny, wit::Error>>,
+    ) -> Result<Session> {
         let tenant = TenantKey::derive(user, channel)?;
-        if !self.inner.root_dir.exists(tenant.relative_dir().join(backendenc_guest::storage::KEYRING_FILE)) {
+        let rel = tenant.relative_dir();
+        if !self.has_keyring(&rel) {
             return Err(Error::NotInitialized);
         }
-        let rel = tenant.relative_dir();
-        let opts = wit_options(options);
-        let session = self.open_session_in(tenant, &rel, |b, store| {
-            b.backendenc_vault_vault().call_recover(store, user, channel, recovery_key, new_passphrase, opts)
-        })?;
+        let session = self.open_session_in(tenant, &rel, call)?;
         Ok(self.register(session))
     }
 
@@ -520,16 +531,12 @@ impl Session {
         input: &mut dyn Read,
         progress: &mut dyn FnMut(u64),
     ) -> Result<u64> {
-        let writer = self.call(|g, store, h| g.session().call_begin_asset(store, h, scope, name))?;
-        let pushed =
-            pump(input, progress, |chunk| self.call(|g, store, _| g.asset_writer().call_push(store, writer, chunk)));
-        match pushed {
-            Ok(_) => self.call(|g, store, h| g.session().call_commit_asset(store, h, writer)),
-            Err(e) => {
-                self.drop_resource(writer);
-                Err(e)
-            }
-        }
+        let writer = Handle::new(self, self.call(|g, store, h| g.session().call_begin_asset(store, h, scope, name))?);
+        let w = writer.get()?;
+        pump(input, progress, |chunk| self.call(|g, store, _| g.asset_writer().call_push(store, w, chunk)))?;
+        // Committing hands the writer to the component: it is no longer ours to free.
+        let w = writer.into_inner()?;
+        self.call(|g, store, h| g.session().call_commit_asset(store, h, w))
     }
 
     /// Writes the asset `name` of `scope` to `output`, in constant memory.
@@ -541,24 +548,19 @@ impl Session {
         output: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<u64> {
-        let reader = self.call(|g, store, h| g.session().call_open_asset(store, h, scope, name))?;
+        let reader = Handle::new(self, self.call(|g, store, h| g.session().call_open_asset(store, h, scope, name))?);
+        let r = reader.get()?;
         let mut total = 0u64;
-        let result = loop {
-            let chunk = match self.call(|g, store, _| g.asset_reader().call_read(store, reader, STREAM_CHUNK as u32)) {
-                Ok(c) => Zeroizing::new(c),
-                Err(e) => break Err(e),
-            };
+        loop {
+            let chunk =
+                Zeroizing::new(self.call(|g, store, _| g.asset_reader().call_read(store, r, STREAM_CHUNK as u32))?);
             if chunk.is_empty() {
-                break Ok(total);
+                return Ok(total);
             }
-            if let Err(e) = write_all(output, &chunk) {
-                break Err(e);
-            }
+            write_all(output, &chunk)?;
             total += chunk.len() as u64;
             progress(total);
-        };
-        self.drop_resource(reader);
-        result
+        }
     }
 
     /// Deletes the asset `name` of `scope`.
@@ -575,13 +577,13 @@ impl Session {
     /// [`StreamSealer::push`]; [`Session::seal`] does it for a reader.
     pub fn seal_stream(&self, scope: &str, aad: &[u8]) -> Result<StreamSealer> {
         let handle = self.call(|g, store, h| g.session().call_seal_stream(store, h, scope, aad))?;
-        Ok(StreamSealer(Handle { session: self.clone(), resource: Some(handle) }))
+        Ok(StreamSealer(Handle::new(self, handle)))
     }
 
     /// Starts opening a stream of `scope`.
     pub fn open_stream(&self, scope: &str, aad: &[u8]) -> Result<StreamOpener> {
         let handle = self.call(|g, store, h| g.session().call_open_stream(store, h, scope, aad))?;
-        Ok(StreamOpener(Handle { session: self.clone(), resource: Some(handle) }))
+        Ok(StreamOpener(Handle::new(self, handle)))
     }
 
     /// Seals everything `input` yields into `output`, in constant memory.
@@ -784,8 +786,17 @@ struct Handle {
 }
 
 impl Handle {
+    fn new(session: &Session, resource: ResourceAny) -> Self {
+        Handle { session: session.clone(), resource: Some(resource) }
+    }
+
     fn get(&self) -> Result<ResourceAny> {
         self.resource.ok_or_else(finished)
+    }
+
+    /// Gives the resource away (to a call that takes ownership of it).
+    fn into_inner(mut self) -> Result<ResourceAny> {
+        self.resource.take().ok_or_else(finished)
     }
 }
 
