@@ -13,29 +13,26 @@ echo "bench passphrase" > "$work/pw"
 args=(--vault "$work/vault" --user bench --channel files --passphrase-file "$work/pw")
 "$bin" --vault "$work/vault" init --user bench --channel files --passphrase-file "$work/pw" --iterations 100000 2>/dev/null
 
+# measure MIB LABEL CLI-ARGS...: runs the CLI under GNU time and prints a table row.
+measure() {
+    local mib=$1 label=$2 secs kib
+    shift 2
+    /usr/bin/time -o "$work/t" -f "%e %M" "$bin" "$@"
+    read -r secs kib < "$work/t"
+    awk -v m="$mib" -v s="$secs" -v k="$kib" -v op="$label" \
+        'BEGIN { printf "| %d MiB | %s | %.2f s | %.0f MiB/s | %.1f MiB |\n", m, op, s, m / s, k / 1024 }'
+}
+
 echo "| file | operation | wall time | throughput | peak RSS |"
 echo "|---|---|---|---|---|"
 for mib in 256 1024; do
     head -c $((mib << 20)) /dev/urandom > "$work/in"
-    for op in seal open; do
-        if [ "$op" = seal ]; then src="$work/in" dst="$work/sealed"; else src="$work/sealed" dst="$work/out"; fi
-        /usr/bin/time -o "$work/t" -f "%e %M" "$bin" "$op" "${args[@]}" -o "$dst" "$src"
-        read -r secs kib < "$work/t"
-        awk -v m="$mib" -v s="$secs" -v k="$kib" -v op="$op" \
-            'BEGIN { printf "| %d MiB | %s | %.2f s | %.0f MiB/s | %.1f MiB |\n", m, op, s, m / s, k / 1024 }'
-    done
+    measure "$mib" seal seal "${args[@]}" -o "$work/sealed" "$work/in"
+    measure "$mib" open open "${args[@]}" -o "$work/out" "$work/sealed"
     cmp -s "$work/in" "$work/out" || { echo "round trip differs at $mib MiB" >&2; exit 1; }
     rm -f "$work/sealed" "$work/out"
-    for op in put get; do
-        if [ "$op" = put ]; then
-            /usr/bin/time -o "$work/t" -f "%e %M" "$bin" put "${args[@]}" --asset "file-$mib" "$work/in"
-        else
-            /usr/bin/time -o "$work/t" -f "%e %M" "$bin" get "${args[@]}" --asset "file-$mib" -o "$work/out"
-        fi
-        read -r secs kib < "$work/t"
-        awk -v m="$mib" -v s="$secs" -v k="$kib" -v op="$op --asset" \
-            'BEGIN { printf "| %d MiB | %s | %.2f s | %.0f MiB/s | %.1f MiB |\n", m, op, s, m / s, k / 1024 }'
-    done
+    measure "$mib" "put --asset" put "${args[@]}" --asset "file-$mib" "$work/in"
+    measure "$mib" "get --asset" get "${args[@]}" --asset "file-$mib" -o "$work/out"
     cmp -s "$work/in" "$work/out" || { echo "asset round trip differs at $mib MiB" >&2; exit 1; }
     rm -f "$work/in" "$work/out"
 done
